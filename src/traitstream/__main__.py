@@ -1,0 +1,3 @@
+from traitstream.cli import main
+
+raise SystemExit(main())

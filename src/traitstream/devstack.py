@@ -1,0 +1,182 @@
+"""``traitstream dev``: the whole pipeline on one machine, supervised.
+
+Starts the bundled broker when nothing answers at the bootstrap address, applies
+migrations, creates the topics, registers the dev key, then runs the edge and the
+workers as child processes. A child that dies is restarted; SIGTERM or SIGINT
+stops every child (and the broker it started), waiting for each to exit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import psycopg
+
+from traitstream import broker, kafka_admin
+from traitstream.config import DevSettings
+from traitstream.store import keys
+from traitstream.store.database import migrate
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: the kernel sends it SIGTERM when we die, even by kill -9."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass(slots=True)
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env, preexec_fn=_die_with_parent)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+
+def _child_env(settings: DevSettings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        TRAITSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        TRAITSTREAM_DATABASE_URL=settings.database_url,
+        TRAITSTREAM_REDIS_URL=settings.redis_url,
+        TRAITSTREAM_TOPIC=settings.topic,
+        TRAITSTREAM_HTTP_PORT=str(settings.http_port),
+        TRAITSTREAM_HTTP_HOST=settings.http_host,
+        TRAITSTREAM_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
+        TRAITSTREAM_LOG_FORMAT=settings.log_format,
+    )
+    if settings.schema_registry_url:
+        env["TRAITSTREAM_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
+    env.update(extra)
+    return env
+
+
+class DevStack:
+    def __init__(self, settings: DevSettings) -> None:
+        self.settings = settings
+        self.children: list[Child] = []
+        self.broker: subprocess.Popen[bytes] | None = None
+        self.api_key = settings.dev_api_key or keys.new_secret("dev_")
+        self._stopping = threading.Event()
+
+    def prepare(self) -> None:
+        s = self.settings
+        if kafka_admin.reachable(s.kafka_bootstrap):
+            log.info("using the broker at %s", s.kafka_bootstrap)
+        else:
+            log.info("nothing answers at %s: starting the bundled broker", s.kafka_bootstrap)
+            self.broker = broker.start(s.kafka_bootstrap)
+        migrate(s.database_url)
+        kafka_admin.ensure_topics(s.kafka_bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            keys.register(conn, self.api_key, "dev", frozenset(keys.SCOPES), description="traitstream dev")
+
+    def spawn(self) -> None:
+        s = self.settings
+        exe = [sys.executable, "-m", "traitstream"]
+        self.children.append(Child("edge", [*exe, "edge"], _child_env(s)))
+        for index in range(s.workers):
+            env = _child_env(s, TRAITSTREAM_METRICS_PORT=str(s.metrics_port + index))
+            self.children.append(Child(f"worker-{index + 1}", [*exe, "worker"], env))
+        for child in self.children:
+            child.start()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        url = f"http://{self.settings.http_host}:{self.settings.http_port}/readyz"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def supervise(self) -> None:
+        while not self._stopping.wait(0.5):
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None:
+                    code = child.process.returncode
+                    delay = min(30.0, 2.0 ** min(child.restarts, 5))
+                    if time.monotonic() - child.started_at < delay:
+                        continue
+                    child.restarts += 1
+                    log.warning("%s exited with %s; restarting (restart %d)", child.name, code, child.restarts)
+                    child.start()
+
+    def stop(self, *_: object) -> None:
+        self._stopping.set()
+
+    def shutdown(self, grace_s: float = 15.0) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.terminate()
+        deadline = time.monotonic() + grace_s
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", child.name)
+                child.process.kill()
+                child.process.wait()
+        if self.broker is not None:
+            self.broker.terminate()
+            try:
+                self.broker.wait(5)
+            except subprocess.TimeoutExpired:
+                self.broker.kill()
+                self.broker.wait()
+        log.info("every process stopped")
+
+
+def run(settings: DevSettings) -> int:
+    stack = DevStack(settings)
+    signal.signal(signal.SIGTERM, stack.stop)
+    signal.signal(signal.SIGINT, stack.stop)
+    try:
+        stack.prepare()
+        stack.spawn()
+        if not stack.wait_ready():
+            if not stack._stopping.is_set():
+                log.error("the edge did not become ready")
+                return 1
+            return 0
+        s = settings
+        print(
+            "traitstream is ready\n"
+            f"  edge     http://{s.http_host}:{s.http_port}  (POST /api/identify, GET /api/profiles/{{user_id}})\n"
+            f"  metrics  http://{s.http_host}:{s.http_port}/metrics, workers on ports "
+            f"{s.metrics_port}..{s.metrics_port + s.workers - 1}\n"
+            f"  broker   {s.kafka_bootstrap}  topic {s.topic}\n"
+            f"  api key  {stack.api_key}  (workspace dev, every scope)\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        stack.supervise()
+        return 0
+    finally:
+        stack.shutdown()

@@ -1,0 +1,151 @@
+"""Checks and conversions every dialect shares."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from traitstream.errors import InvalidRequest, LimitExceeded
+from traitstream.events import JSON
+
+MAX_BODY_BYTES = 1_000_000
+MAX_EVENTS_PER_REQUEST = 2_000
+MAX_EVENT_BYTES = 32 * 1024
+MAX_DEPTH = 40
+MAX_ID_CHARS = 255
+
+_SHORT_YEAR = re.compile(r"^(\d{2})-(\d{2})-(\d{2})(?=T|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the edge knows about a request before reading its body."""
+
+    workspace_id: str
+    response_id: str
+    received_time_ms: int
+
+
+def load_json(body: bytes) -> JSON:
+    if len(body) > MAX_BODY_BYTES:
+        raise LimitExceeded(f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MB)")
+    if not body.strip():
+        raise InvalidRequest("request body is empty; expected JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from exc
+
+
+def as_items(payload: JSON, what: str, body_size: int, max_event_bytes: int = MAX_EVENT_BYTES) -> list[dict[str, Any]]:
+    """One object or an array of them; enforces the count and per-item size limits."""
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise InvalidRequest(f"the {what} array is empty")
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise LimitExceeded(
+            f"{len(items)} {what}s in one request; the limit is {MAX_EVENTS_PER_REQUEST}"
+        )
+    for index, item in enumerate(items):
+        where = f"{what}[{index}]" if isinstance(payload, list) else what
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"{where} must be a JSON object, got {type_name(item)}")
+        # A body no larger than the per-item limit cannot hold an item over it.
+        if body_size > max_event_bytes:
+            size = len(orjson.dumps(item))
+            if size > max_event_bytes:
+                raise LimitExceeded(
+                    f"{where} is {size} bytes; the limit is {max_event_bytes} bytes per identify"
+                )
+    return items
+
+
+def type_name(value: JSON) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def check_depth(value: JSON, field: str, limit: int = MAX_DEPTH) -> None:
+    """Objects and arrays nested deeper than ``limit`` are refused (413)."""
+    stack: list[tuple[JSON, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, dict):
+            children: Any = current.values()
+        elif isinstance(current, list):
+            children = current
+        else:
+            continue
+        if depth > limit:
+            raise LimitExceeded(f"{field} is nested more than {limit} levels deep")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def required_id(item: dict[str, Any], field: str, where: str) -> str:
+    value = item.get(field)
+    if value is None:
+        raise InvalidRequest(f"{where}.{field} is required", field=field)
+    return id_string(value, f"{where}.{field}")
+
+
+def optional_id(item: dict[str, Any], field: str, where: str) -> str | None:
+    value = item.get(field)
+    return None if value is None else id_string(value, f"{where}.{field}")
+
+
+def id_string(value: JSON, name: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string, got {type_name(value)}", field=name)
+    if not value or len(value) > MAX_ID_CHARS:
+        raise InvalidRequest(
+            f"{name} must be 1 to {MAX_ID_CHARS} characters, got {len(value)}", field=name
+        )
+    return value
+
+
+def optional_object(item: dict[str, Any], field: str, where: str) -> dict[str, JSON] | None:
+    value = item.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{where}.{field} must be an object, got {type_name(value)}", field=field)
+    check_depth(value, f"{where}.{field}")
+    return value
+
+
+def parse_time_ms(value: JSON, name: str) -> int:
+    """ISO 8601 to epoch milliseconds. A naive time is UTC. ``YY-MM-DD`` dates (as
+    in the Thrivestack sample ``20-11-23T22:28:55.111Z``) are read as 20YY."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{name} must be an ISO 8601 date-time string, got {type_name(value)}", field=name)
+    text = _SHORT_YEAR.sub(lambda m: f"20{m[1]}-{m[2]}-{m[3]}", value)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} is not an ISO 8601 date-time: {value!r}", field=name) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def fill_name(traits: dict[str, JSON], first: str = "first_name", last: str = "last_name") -> None:
+    """Fill ``name`` from first and last name when the caller gave none."""
+    if traits.get("name") is not None:
+        return
+    parts = [traits.get(first), traits.get(last)]
+    joined = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+    if joined:
+        traits["name"] = joined

@@ -1,0 +1,66 @@
+"""Thrivestack identify: ``POST /api/identify`` (one object or an array of them).
+
+``timestamp`` is when the user's profile was created, so it becomes the event's
+``profile_created_at``; the event time is when the edge received the request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traitstream.dialects.common import (
+    Envelope,
+    as_items,
+    fill_name,
+    load_json,
+    optional_id,
+    optional_object,
+    parse_time_ms,
+    required_id,
+)
+from traitstream.dialects.traits import check_typed
+from traitstream.events import IdentifyEvent, Op, Operation
+
+DIALECT = "thrivestack"
+
+
+def parse(body: bytes, envelope: Envelope) -> tuple[IdentifyEvent, ...]:
+    payload = load_json(body)
+    items = as_items(payload, "identify", len(body))
+    many = isinstance(payload, list)
+    return tuple(
+        _event(item, f"identify[{index}]" if many else "body", index, envelope)
+        for index, item in enumerate(items)
+    )
+
+
+def _traits(item: dict[str, Any], where: str) -> dict[str, Any]:
+    traits: dict[str, Any] = {}
+    for field in ("user_traits", "traits"):
+        value = optional_object(item, field, where)
+        if value is not None:
+            check_typed(value, f"{where}.{field}")
+            traits.update(value)
+    fill_name(traits)
+    return traits
+
+
+def _event(item: dict[str, Any], where: str, index: int, envelope: Envelope) -> IdentifyEvent:
+    user_id = required_id(item, "user_id", where)
+    traits = _traits(item, where)
+    created = item.get("timestamp")
+    message_id = optional_id(item, "message_id", where)
+    return IdentifyEvent(
+        workspace_id=envelope.workspace_id,
+        user_id=user_id,
+        anonymous_ids=tuple(a for a in [optional_id(item, "anonymous_id", where)] if a),
+        dialect=DIALECT,
+        event_time_ms=envelope.received_time_ms,
+        received_time_ms=envelope.received_time_ms,
+        profile_created_at_ms=None if created is None else parse_time_ms(created, f"{where}.timestamp"),
+        response_id=envelope.response_id,
+        event_index=index,
+        dedupe_key=message_id,
+        context=optional_object(item, "context", where),
+        operations=tuple(Operation(Op.SET, name, value) for name, value in traits.items()),
+    )

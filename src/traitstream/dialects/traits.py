@@ -1,0 +1,121 @@
+"""Typed traits: the reserved traits of the Segment spec and Thrivestack's ``enrichment_*``.
+
+A trait named here must have the stated type (or be null, which sets it to null);
+any other trait is free-form JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+
+from traitstream.dialects.common import type_name
+from traitstream.errors import InvalidRequest
+from traitstream.events import JSON
+
+Check = Callable[[JSON, str], None]
+
+
+def _fail(name: str, expected: str, value: JSON) -> InvalidRequest:
+    return InvalidRequest(f"{name} must be {expected}, got {type_name(value)}", field=name)
+
+
+def _string(value: JSON, name: str) -> None:
+    if not isinstance(value, str):
+        raise _fail(name, "a string", value)
+
+
+def _number(value: JSON, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(name, "a number", value)
+
+
+def _string_or_number(value: JSON, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _fail(name, "a string or a number", value)
+
+
+def _date(value: JSON, name: str) -> None:
+    if not isinstance(value, str):
+        raise _fail(name, "an ISO 8601 date string", value)
+    try:
+        if len(value) <= 10:
+            date.fromisoformat(value)
+        else:
+            datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} must be an ISO 8601 date, got {value!r}", field=name) from exc
+
+
+def _string_list(value: JSON, name: str) -> None:
+    if not isinstance(value, list):
+        raise _fail(name, "an array of strings", value)
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _fail(f"{name}[{index}]", "a string", item)
+
+
+def _object_of(fields: Mapping[str, Check]) -> Check:
+    def check(value: JSON, name: str) -> None:
+        if not isinstance(value, dict):
+            raise _fail(name, "an object", value)
+        for key, inner in fields.items():
+            if value.get(key) is not None:
+                inner(value[key], f"{name}.{key}")
+
+    return check
+
+
+ADDRESS_FIELDS: dict[str, Check] = {
+    "city": _string,
+    "country": _string,
+    "postal_code": _string_or_number,
+    "state": _string,
+    "street": _string,
+}
+COMPANY_FIELDS: dict[str, Check] = {
+    "name": _string,
+    "id": _string_or_number,
+    "industry": _string,
+    "employee_count": _number,
+    "plan": _string,
+}
+
+RESERVED: dict[str, Check] = {
+    "address": _object_of(ADDRESS_FIELDS),
+    "age": _number,
+    "avatar": _string,
+    "birthday": _date,
+    "company": _object_of(COMPANY_FIELDS),
+    "description": _string,
+    "email": _string,
+    "first_name": _string,
+    "gender": _string,
+    "last_name": _string,
+    "name": _string,
+    "phone": _string,
+    "title": _string,
+    "username": _string,
+    "website": _string,
+}
+
+ENRICHMENT: dict[str, Check] = {
+    f"enrichment_{name}": _string
+    for name in (
+        "first_name", "last_name", "full_name", "avatar", "email_provider", "city", "state",
+        "state_code", "time_zone", "location", "country", "country_code", "employment_domain",
+        "employment_name", "employment_role", "employment_seniority", "employment_sub_role",
+        "employment_title", "facebook_handle", "github_handle", "linkedin_handle",
+        "twitter_handle", "inactive_at", "active_at",
+    )
+} | {"enrichment_phone": _string_list}
+
+TYPED: dict[str, Check] = RESERVED | ENRICHMENT
+
+
+def check_typed(traits: Mapping[str, JSON], where: str, types: Mapping[str, Check] = TYPED) -> None:
+    """Raise ``InvalidRequest`` naming the first typed trait whose value has the wrong type."""
+    for name, value in traits.items():
+        check = types.get(name)
+        if check is not None and value is not None:
+            check(value, f"{where}.{name}")

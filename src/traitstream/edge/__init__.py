@@ -1,0 +1,1 @@
+"""The HTTP edge: validate, answer in each dialect's shape, produce to Kafka."""

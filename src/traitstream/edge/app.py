@@ -1,0 +1,125 @@
+"""``create_app``: the edge's FastAPI application.
+
+Dependencies are opened in ``lifespan`` (or handed in by a test) and passed to
+each dialect's router through one ``EdgeContext``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from traitstream import __version__
+from traitstream.avro.schemas import LocalSchemas, RegistrySchemas, SchemaSource
+from traitstream.config import EdgeSettings
+from traitstream.edge.auth import Authenticator
+from traitstream.edge.context import EdgeContext, json_response
+from traitstream.edge.publisher import KafkaPublisher
+from traitstream.edge.routes import profiles, thrivestack
+from traitstream.metrics import EdgeMetrics
+from traitstream.store.reads import ProfileReader
+
+log = logging.getLogger(__name__)
+
+
+def schema_source(settings: EdgeSettings) -> SchemaSource:
+    if settings.schema_registry_url:
+        return RegistrySchemas(settings.schema_registry_url, f"{settings.topic}-value")
+    return LocalSchemas()
+
+
+def create_app(
+    settings: EdgeSettings,
+    metrics: EdgeMetrics | None = None,
+    publisher: KafkaPublisher | None = None,
+) -> FastAPI:
+    """Build the app. Nothing connects here: the pool opens in ``lifespan``, the
+    producer connects in the background, and ``lifespan`` closes them all."""
+    metrics = metrics or EdgeMetrics()
+    pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False)
+    cache = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    publisher = publisher or KafkaPublisher(
+        settings.kafka_bootstrap, settings.topic, schema_source(settings), metrics,
+        settings.produce_timeout_s,
+    )
+    ctx = EdgeContext(
+        publisher=publisher,
+        auth=Authenticator(pool, settings.key_cache_s),
+        reader=ProfileReader(pool),
+        metrics=metrics,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pool.open()
+        log.info("edge ready to serve", extra={"port": settings.http_port, "topic": settings.topic})
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(publisher.close)
+            await cache.aclose()
+            await pool.close()
+
+    app = FastAPI(
+        title="traitstream edge",
+        version=__version__,
+        lifespan=lifespan,
+        description="Identify calls in the Thrivestack, Amplitude, DataFast and Segment dialects.",
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return json_response({"error": {"status": 400, "message": f"{where}: {first.get('msg', 'invalid')}"}}, 400)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is up")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", tags=["operations"], summary="Broker, database and Redis are reachable")
+    async def readyz() -> Response:
+        checks = await _readiness(publisher, pool, cache)
+        ok = all(checks.values())
+        return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    for module in (thrivestack, profiles):
+        app.include_router(module.router(ctx))
+    return app
+
+
+async def _readiness(
+    publisher: KafkaPublisher, pool: AsyncConnectionPool, cache: aioredis.Redis
+) -> dict[str, bool]:
+    async def database() -> bool:
+        try:
+            async with pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    async def redis_ok() -> bool:
+        try:
+            return bool(await cache.ping())
+        except Exception:
+            return False
+
+    async def broker() -> bool:
+        return await asyncio.to_thread(publisher.ready, 2.0)
+
+    results = await asyncio.gather(broker(), database(), redis_ok())
+    return dict(zip(("broker", "database", "redis"), results, strict=True))

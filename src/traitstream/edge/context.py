@@ -1,0 +1,74 @@
+"""What every route needs, and the one wrapper that times, counts and shapes errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from traitstream.dialects.common import Envelope
+from traitstream.edge.auth import Authenticator
+from traitstream.edge.publisher import Publisher
+from traitstream.errors import RequestError
+from traitstream.metrics import EdgeMetrics
+from traitstream.store.reads import ProfileReader
+
+log = logging.getLogger(__name__)
+
+ErrorShape = Callable[[RequestError, str], Any]
+"""(error, response id) -> the JSON body a dialect answers errors with."""
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeContext:
+    publisher: Publisher
+    auth: Authenticator
+    reader: ProfileReader
+    metrics: EdgeMetrics
+    clock: Callable[[], float] = time.time
+
+    def envelope(self, workspace_id: str, response_id: str) -> Envelope:
+        return Envelope(workspace_id, response_id, int(self.clock() * 1000))
+
+    async def handle(
+        self,
+        dialect: str,
+        request: Request,
+        error_shape: ErrorShape,
+        handler: Callable[[str], Awaitable[Response]],
+    ) -> Response:
+        """Run ``handler(response_id)``; turn a ``RequestError`` into the dialect's
+        error shape; count and time every request."""
+        response_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            response = await handler(response_id)
+        except RequestError as exc:
+            log.info(
+                "request refused: %s", exc.message,
+                extra={"response_id": response_id, "dialect": dialect, "status": exc.status,
+                       "path": request.url.path},
+            )
+            response = json_response(error_shape(exc, response_id), exc.status)
+        except Exception:
+            log.exception("request failed", extra={"response_id": response_id, "dialect": dialect})
+            error = RequestError("internal error; the identify was not accepted")
+            error.status = 500
+            response = json_response(error_shape(error, response_id), 500)
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.request_seconds.observe(time.perf_counter() - started)
+        self.metrics.requests.labels(dialect, str(response.status_code)).inc()
+        return response

@@ -1,0 +1,1 @@
+"""One module per dialect (and one for profiles); each returns an ``APIRouter``."""

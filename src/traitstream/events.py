@@ -1,0 +1,88 @@
+"""The canonical identify event: what every dialect is parsed into and what the worker applies.
+
+Plain frozen values, no I/O. The Avro record (``avro/codec.py``) is this event's
+wire form.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JSON = Any
+"""A JSON value: dict, list, str, int, float, bool or None."""
+
+# Fixed namespace: profile ids must be the same on every machine and in every release.
+PROFILE_NAMESPACE = uuid.UUID("5b1c3f9e-7a4d-5e2b-9c61-0d8f2a7e4b13")
+
+
+class Kind(StrEnum):
+    IDENTIFY = "identify"
+    ERASE = "erase"
+
+
+class Op(StrEnum):
+    SET = "set"
+    SET_ONCE = "set_once"
+    UNSET = "unset"
+    ADD = "add"
+    APPEND = "append"
+    PREPEND = "prepend"
+    PRE_INSERT = "pre_insert"
+    POST_INSERT = "post_insert"
+    REMOVE = "remove"
+    CLEAR_ALL = "clear_all"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    op: Op
+    trait: str | None = None
+    value: JSON = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifyEvent:
+    workspace_id: str
+    user_id: str | None
+    dialect: str
+    event_time_ms: int
+    received_time_ms: int
+    response_id: str
+    event_index: int = 0
+    anonymous_ids: tuple[str, ...] = ()
+    profile_created_at_ms: int | None = None
+    dedupe_key: str | None = None
+    context: dict[str, JSON] | None = None
+    operations: tuple[Operation, ...] = field(default=())
+    kind: Kind = Kind.IDENTIFY
+
+    @property
+    def event_id(self) -> str:
+        """Unique id of this event: the client's dedupe key, else request id and position."""
+        if self.dedupe_key is not None:
+            return self.dedupe_key
+        return f"{self.response_id}:{self.event_index}"
+
+    @property
+    def partition_key(self) -> bytes:
+        """Kafka key: one profile's events share it, so they stay in one partition, in order."""
+        return partition_key(self.workspace_id, self.user_id, self.anonymous_ids)
+
+
+def partition_key(workspace_id: str, user_id: str | None, anonymous_ids: tuple[str, ...]) -> bytes:
+    if user_id is not None:
+        return f"{workspace_id}:u:{user_id}".encode()
+    return f"{workspace_id}:a:{anonymous_ids[0] if anonymous_ids else ''}".encode()
+
+
+def user_profile_id(workspace_id: str, user_id: str) -> uuid.UUID:
+    """The profile id of an identified user: UUIDv5 of workspace and user id."""
+    return uuid.uuid5(PROFILE_NAMESPACE, f"{workspace_id}\x1fuser\x1f{user_id}")
+
+
+def anonymous_profile_id(workspace_id: str, anonymous_id: str) -> uuid.UUID:
+    """The profile id of a profile known only by an anonymous id."""
+    return uuid.uuid5(PROFILE_NAMESPACE, f"{workspace_id}\x1fanonymous\x1f{anonymous_id}")

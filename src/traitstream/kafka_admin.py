@@ -1,0 +1,37 @@
+"""Broker checks and topic creation."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+
+def reachable(bootstrap: str, timeout: float = 1.0) -> bool:
+    """Whether anything accepts TCP connections at the first bootstrap address."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0) -> None:
+    """Create each topic (name → partitions) that does not exist yet."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result()
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another process won the race
+                raise

@@ -1,0 +1,209 @@
+"""How events change a profile: pure functions over values, no I/O.
+
+The rules (docs/merge-rules.md explains them at length):
+
+* Every write carries a *stamp* ``(event time ms, event id, op index)``; stamps are
+  totally ordered, so ties between events at the same millisecond resolve the
+  same way everywhere.
+* ``set`` and ``unset`` are last-writer-wins per trait by stamp. An unset leaves a
+  tombstone stamp, so an older ``set`` that arrives late stays dead.
+* ``clear_all`` is an unset of every trait at its stamp (one profile-level stamp).
+* ``set_once`` is a default: it fills a trait that no set, unset, clear_all, add
+  or list operation has ever written, and among several the earliest wins.
+* ``add`` and the list operations do not commute with each other, so they apply
+  once each in the order the worker receives them (partition order); they count
+  as a write at ``max(previous stamp, their stamp)``.
+
+For histories of set, unset, set_once and clear_all the resulting profile is the
+same whatever the order and duplication of delivery; for add-only histories it is
+the same sum. Merging two profiles (anonymous into identified) is the same join.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from traitstream.events import JSON, IdentifyEvent, Op, Operation
+
+Stamp = tuple[int, str, int]
+
+
+def _is_number(value: JSON) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _as_list(value: JSON) -> list[JSON]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+@dataclass(slots=True)
+class Profile:
+    """A profile's full mergeable state. ``traits`` is what readers see; the stamps
+    are what makes late and duplicated writes harmless."""
+
+    traits: dict[str, JSON] = field(default_factory=dict)
+    written: dict[str, Stamp] = field(default_factory=dict)
+    """Stamp of the last set/unset/add/list write per trait; tombstones stay here."""
+    once: dict[str, Stamp] = field(default_factory=dict)
+    """Stamp of traits whose value came from set_once (never in ``written``)."""
+    cleared: Stamp | None = None
+    created_at_ms: int | None = None
+    anonymous_ids: set[str] = field(default_factory=set)
+
+    def last_write(self, trait: str) -> Stamp | None:
+        stamp = self.written.get(trait)
+        if self.cleared is not None and (stamp is None or stamp < self.cleared):
+            return self.cleared
+        return stamp
+
+    def _write(self, trait: str, stamp: Stamp) -> None:
+        self.once.pop(trait, None)
+        previous = self.last_write(trait)
+        self.written[trait] = stamp if previous is None or stamp > previous else previous
+
+    # --- operations -------------------------------------------------------------
+
+    def set(self, trait: str, value: JSON, stamp: Stamp) -> None:
+        previous = self.last_write(trait)
+        if previous is None or stamp > previous:
+            self.traits[trait] = value
+            self.written[trait] = stamp
+            self.once.pop(trait, None)
+
+    def unset(self, trait: str, stamp: Stamp) -> None:
+        previous = self.last_write(trait)
+        if previous is None or stamp > previous:
+            self.traits.pop(trait, None)
+            self.written[trait] = stamp
+            self.once.pop(trait, None)
+
+    def set_once(self, trait: str, value: JSON, stamp: Stamp) -> None:
+        if self.last_write(trait) is not None:
+            return
+        current = self.once.get(trait)
+        if current is None or stamp < current:
+            self.traits[trait] = value
+            self.once[trait] = stamp
+
+    def clear_all(self, stamp: Stamp) -> None:
+        if self.cleared is not None and stamp <= self.cleared:
+            return
+        self.cleared = stamp
+        for trait in list(self.traits):
+            written = self.written.get(trait)
+            if written is None or written < stamp:
+                del self.traits[trait]
+        self.written = {t: s for t, s in self.written.items() if s > stamp}
+        self.once.clear()
+
+    def add(self, trait: str, amount: int | float, stamp: Stamp) -> None:
+        current = self.traits.get(trait, 0)
+        self.traits[trait] = (current if _is_number(current) else 0) + amount
+        self._write(trait, stamp)
+
+    def list_op(self, op: Op, trait: str, value: JSON, stamp: Stamp) -> None:
+        items = _as_list(self.traits.get(trait))
+        values = _as_list(value)
+        if op is Op.APPEND:
+            items.extend(values)
+        elif op is Op.PREPEND:
+            items[:0] = values
+        elif op is Op.POST_INSERT:
+            items.extend(v for v in _unique(values) if v not in items)
+        elif op is Op.PRE_INSERT:
+            items[:0] = [v for v in _unique(values) if v not in items]
+        elif op is Op.REMOVE:
+            items = [v for v in items if v not in values]
+        self.traits[trait] = items
+        self._write(trait, stamp)
+
+    def apply(self, operation: Operation, stamp: Stamp) -> None:
+        op, trait = operation.op, operation.trait
+        if op is Op.CLEAR_ALL:
+            self.clear_all(stamp)
+            return
+        if trait is None:
+            raise ValueError(f"{op.value} needs a trait")
+        if op is Op.SET:
+            self.set(trait, operation.value, stamp)
+        elif op is Op.UNSET:
+            self.unset(trait, stamp)
+        elif op is Op.SET_ONCE:
+            self.set_once(trait, operation.value, stamp)
+        elif op is Op.ADD:
+            self.add(trait, operation.value, stamp)
+        else:
+            self.list_op(op, trait, operation.value, stamp)
+
+    # --- whole events and whole profiles ----------------------------------------
+
+    def apply_event(self, event: IdentifyEvent) -> None:
+        event_id = event.event_id
+        for index, operation in enumerate(event.operations):
+            self.apply(operation, (event.event_time_ms, event_id, index))
+        created = event.profile_created_at_ms
+        if created is None:
+            created = event.event_time_ms
+        if self.created_at_ms is None or created < self.created_at_ms:
+            self.created_at_ms = created
+        self.anonymous_ids.update(event.anonymous_ids)
+
+    def absorb(self, other: Profile) -> None:
+        """Join ``other`` into this profile: per trait the newer write wins, set_once
+        defaults keep the earliest, clears and anonymous ids combine. Commutative."""
+        for trait, stamp in other.written.items():
+            if trait in other.traits:
+                self.set(trait, other.traits[trait], stamp)
+            else:
+                self.unset(trait, stamp)
+        if other.cleared is not None:
+            self.clear_all(other.cleared)
+        for trait, stamp in other.once.items():
+            self.set_once(trait, other.traits[trait], stamp)
+        if other.created_at_ms is not None and (
+            self.created_at_ms is None or other.created_at_ms < self.created_at_ms
+        ):
+            self.created_at_ms = other.created_at_ms
+        self.anonymous_ids |= other.anonymous_ids
+
+    # --- storage form ------------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        """The stamps as a JSON object (stored beside ``traits``)."""
+        meta: dict[str, Any] = {"w": self.written, "o": self.once}
+        if self.cleared is not None:
+            meta["c"] = self.cleared
+        return meta
+
+    @classmethod
+    def from_stored(
+        cls,
+        traits: dict[str, JSON],
+        meta: dict[str, Any],
+        created_at_ms: int | None,
+        anonymous_ids: set[str],
+    ) -> Profile:
+        cleared = meta.get("c")
+        return cls(
+            traits=dict(traits),
+            written={t: _stamp(s) for t, s in meta.get("w", {}).items()},
+            once={t: _stamp(s) for t, s in meta.get("o", {}).items()},
+            cleared=None if cleared is None else _stamp(cleared),
+            created_at_ms=created_at_ms,
+            anonymous_ids=set(anonymous_ids),
+        )
+
+
+def _stamp(raw: Any) -> Stamp:
+    return (int(raw[0]), str(raw[1]), int(raw[2]))
+
+
+def _unique(values: list[JSON]) -> list[JSON]:
+    seen: list[JSON] = []
+    for value in values:
+        if value not in seen:
+            seen.append(value)
+    return seen

@@ -1,0 +1,81 @@
+"""Every metric, by process. Names of the contract metrics are fixed; label sets stay
+bounded (never a user id, key or workspace in a label)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "traitstream_edge_requests", "HTTP requests by dialect and status",
+            ["dialect", "status"], registry=r,
+        )
+        self.request_seconds = Histogram(
+            "traitstream_edge_request_seconds", "HTTP request latency",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.identifies = Counter(
+            "traitstream_edge_identifies", "Identifies acknowledged by the broker", ["dialect"],
+            registry=r,
+        )
+        self.produce_errors = Counter(
+            "traitstream_edge_produce_errors", "Records the broker did not acknowledge", registry=r,
+        )
+        self.delivery_seconds = Histogram(
+            "traitstream_edge_delivery_seconds", "From produce to the broker's acknowledgement",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge(
+            "traitstream_edge_in_flight_requests", "Requests being handled", registry=r,
+        )
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "traitstream_worker_events", "Records handled, by outcome", ["outcome"], registry=r,
+        )
+        for outcome in ("applied", "duplicate", "dead_lettered"):
+            self.events.labels(outcome)
+        self.dead_letters = Counter(
+            "traitstream_worker_dead_letters", "Dead-lettered records by reason", ["reason"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "traitstream_worker_batch_seconds", "Time to apply one batch",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_size = Histogram(
+            "traitstream_worker_batch_size", "Records per batch", buckets=SIZE_BUCKETS, registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "traitstream_end_to_end_seconds", "From the edge receiving an identify to its being applied",
+            buckets=E2E_BUCKETS, registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "traitstream_consumer_lag", "Records behind the partition's high watermark",
+            ["partition"], registry=r,
+        )
+        self.rebalances = Counter(
+            "traitstream_worker_rebalances", "Partition assignments and revocations", ["change"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "traitstream_worker_store_errors", "Transient errors talking to a store, retried",
+            ["store"], registry=r,
+        )
+        self.merge_conflicts = Counter(
+            "traitstream_worker_merge_conflicts",
+            "Anonymous ids seen with a user while already linked to another user (not merged)",
+            registry=r,
+        )

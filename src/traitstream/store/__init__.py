@@ -1,0 +1,1 @@
+"""PostgreSQL: the profile store, API keys, and each partition's applied offset."""

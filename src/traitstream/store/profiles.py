@@ -1,0 +1,213 @@
+"""The worker's side of the profile store: apply one batch in one transaction.
+
+Contract of ``ProfileStore.apply``: blocks on the database; either everything in
+the batch (profiles, identities, the partitions' next offsets) commits or nothing
+does. It raises ``TransientError`` for anything a retry can fix (connection lost,
+deadlock, serialization failure); retrying the same batch is always safe, because
+records below a partition's committed next offset are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+import psycopg
+from psycopg.types.json import set_json_loads
+
+from traitstream.errors import TransientError
+from traitstream.events import IdentifyEvent
+from traitstream.merge import Profile
+from traitstream.worker.plan import (
+    AnonKey,
+    BatchPlan,
+    StoredProfile,
+    anon_keys,
+    lock_names,
+    plan_batch,
+    rows_to_load,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    """A decoded event and where it sits in the topic."""
+
+    partition: int
+    offset: int
+    event: IdentifyEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: tuple[IdentifyEvent, ...]
+    already_applied: int
+    conflicts: int
+
+
+_LOCK_OFFSETS = """
+INSERT INTO applied_offsets (topic, partition, next_offset)
+SELECT %(topic)s, p, 0 FROM unnest(%(partitions)s::int[]) AS p
+ON CONFLICT DO NOTHING
+"""
+_SELECT_OFFSETS = """
+SELECT partition, next_offset FROM applied_offsets
+WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
+ORDER BY partition FOR UPDATE
+"""
+_ADVISORY = """
+SELECT pg_advisory_xact_lock(k) FROM (
+    SELECT DISTINCT hashtextextended(n, 0) AS k FROM unnest(%s::text[]) AS n ORDER BY k
+) AS keys
+"""
+_SELECT_LINKS = """
+SELECT i.workspace_id, i.anonymous_id, i.profile_id
+FROM identities AS i
+JOIN unnest(%s::text[], %s::text[]) AS k (w, a) ON i.workspace_id = k.w AND i.anonymous_id = k.a
+"""
+_SELECT_PROFILES = """
+SELECT profile_id, workspace_id, user_id, traits, trait_meta,
+       (extract(epoch FROM created_at) * 1000)::bigint,
+       (extract(epoch FROM updated_at) * 1000)::bigint
+FROM profiles WHERE profile_id = ANY(%s) ORDER BY profile_id FOR UPDATE
+"""
+_UPSERT_PROFILES = """
+INSERT INTO profiles (profile_id, workspace_id, user_id, traits, trait_meta, created_at, updated_at)
+SELECT id, w, u, t::jsonb, m::jsonb, to_timestamp(c / 1000.0), to_timestamp(up / 1000.0)
+FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[])
+    AS r (id, w, u, t, m, c, up)
+ON CONFLICT (profile_id) DO UPDATE SET
+    user_id = EXCLUDED.user_id, traits = EXCLUDED.traits, trait_meta = EXCLUDED.trait_meta,
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
+"""
+_DELETE_PROFILES = "DELETE FROM profiles WHERE profile_id = ANY(%s)"
+_UPSERT_LINKS = """
+INSERT INTO identities (workspace_id, anonymous_id, profile_id)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[])
+ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET profile_id = EXCLUDED.profile_id, linked_at = now()
+"""
+_SAVE_OFFSETS = """
+UPDATE applied_offsets AS o SET next_offset = n.next_offset
+FROM unnest(%(partitions)s::int[], %(offsets)s::bigint[]) AS n (partition, next_offset)
+WHERE o.topic = %(topic)s AND o.partition = n.partition AND n.next_offset > o.next_offset
+"""
+
+
+def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    conn = psycopg.connect(url, connect_timeout=5)
+    set_json_loads(orjson.loads, conn)
+    return conn
+
+
+class ProfileStore:
+    def __init__(self, url: str, topic: str) -> None:
+        self._url = url
+        self._topic = topic
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = _connect(self._url)
+        return self._conn
+
+    def applied_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The next offset to apply for each partition that has one (for seeking on assignment)."""
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT partition, next_offset FROM applied_offsets"
+                    " WHERE topic = %s AND partition = ANY(%s)",
+                    (self._topic, list(partitions)),
+                ).fetchall()
+        except psycopg.Error as exc:
+            self.close()
+            raise TransientError(f"postgres: {exc}", source="postgres") from exc
+        return {int(p): int(o) for p, o in rows}  # type: ignore[call-overload]
+
+    def apply(self, records: Sequence[Positioned], next_offsets: dict[int, int]) -> ApplyResult:
+        """Apply ``records`` (in consumption order) and move each partition's next
+        offset to ``next_offsets[partition]`` (which covers records skipped before
+        this call: duplicates and dead letters)."""
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                return self._apply(conn, records, next_offsets)
+        except (psycopg.OperationalError, psycopg.errors.DeadlockDetected,
+                psycopg.errors.SerializationFailure, psycopg.InterfaceError) as exc:
+            self.close()
+            raise TransientError(f"postgres: {exc}", source="postgres") from exc
+
+    def _apply(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        records: Sequence[Positioned],
+        next_offsets: dict[int, int],
+    ) -> ApplyResult:
+        partitions = sorted(next_offsets)
+        args = {"topic": self._topic, "partitions": partitions}
+        conn.execute(_LOCK_OFFSETS, args)
+        stored = dict(conn.execute(_SELECT_OFFSETS, args).fetchall())  # type: ignore[arg-type]
+        fresh = [r.event for r in records if r.offset >= stored.get(r.partition, 0)]
+        already = len(records) - len(fresh)
+        plan = BatchPlan()
+        if fresh:
+            conn.execute(_ADVISORY, (lock_names(fresh),))
+            keys = sorted(anon_keys(fresh))
+            links: dict[AnonKey, uuid.UUID] = {}
+            if keys:
+                rows = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys]))
+                links = {(str(w), str(a)): p for w, a, p in rows.fetchall()}  # type: ignore[misc]
+            wanted = sorted(rows_to_load(fresh, links))
+            loaded = {
+                row[0]: StoredProfile(
+                    row[0], row[1], row[2],
+                    Profile.from_stored(row[3], row[4], row[5], set()),
+                    row[6],
+                )
+                for row in conn.execute(_SELECT_PROFILES, (wanted,)).fetchall()  # type: ignore[misc]
+            }
+            plan = plan_batch(fresh, links, loaded, int(time.time() * 1000))
+        with conn.pipeline():
+            self._write(conn, plan)
+            conn.execute(
+                _SAVE_OFFSETS,
+                args | {"offsets": [next_offsets[p] for p in partitions]},
+            )
+        return ApplyResult(tuple(fresh), already, plan.conflicts)
+
+    @staticmethod
+    def _write(conn: psycopg.Connection[tuple[object, ...]], plan: BatchPlan) -> None:
+        if plan.deletes:
+            conn.execute(_DELETE_PROFILES, (sorted(plan.deletes),))
+        if plan.upserts:
+            rows = list(plan.upserts.values())
+            conn.execute(
+                _UPSERT_PROFILES,
+                (
+                    [r.profile_id for r in rows],
+                    [r.workspace_id for r in rows],
+                    [r.user_id for r in rows],
+                    [orjson.dumps(r.profile.traits).decode() for r in rows],
+                    [orjson.dumps(r.profile.meta()).decode() for r in rows],
+                    [r.profile.created_at_ms for r in rows],
+                    [r.updated_at_ms for r in rows],
+                ),
+            )
+        if plan.links:
+            keys = sorted(plan.links)
+            conn.execute(
+                _UPSERT_LINKS,
+                ([k[0] for k in keys], [k[1] for k in keys], [plan.links[k] for k in keys]),
+            )

@@ -1,0 +1,1 @@
+"""The worker: Kafka records in, profiles in PostgreSQL out, exactly once."""

@@ -1,0 +1,63 @@
+"""Turning a polled batch of Kafka messages into work: pure, no I/O but decoding.
+
+``split`` decodes each message; what does not decode becomes a dead letter with its
+reason. ``next_offsets`` says where each partition stands once the batch is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from traitstream.avro import codec
+from traitstream.avro.schemas import SchemaSource
+from traitstream.errors import InvalidRecord
+from traitstream.store.profiles import Positioned
+
+
+class Message(Protocol):
+    """What the worker reads of a Kafka message (confluent_kafka.Message fits)."""
+
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def value(self) -> bytes | None: ...
+    def key(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    message: Any
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Split:
+    records: list[Positioned] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def split(messages: Sequence[Message], schemas: SchemaSource) -> Split:
+    """Decode every message. ``TransientError`` (a registry that cannot be reached)
+    propagates: the batch is retried, not dead-lettered."""
+    result = Split()
+    for message in messages:
+        try:
+            event = codec.decode(message.value(), schemas)
+        except InvalidRecord as exc:
+            result.dead.append(DeadLetter(message, exc.reason, exc.message))
+            continue
+        result.records.append(Positioned(int(message.partition() or 0), int(message.offset() or 0), event))
+    return result
+
+
+def next_offsets(messages: Sequence[Message]) -> dict[int, int]:
+    offsets: dict[int, int] = {}
+    for message in messages:
+        partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+        if offset + 1 > offsets.get(partition, -1):
+            offsets[partition] = offset + 1
+    return offsets

@@ -1,0 +1,207 @@
+"""The worker loop: poll a batch, decode, dedupe, apply, commit.
+
+``HTTP body → … → Kafka → decode (batch.split) → dedupe (dedupe.RedisDeduper)
+→ merge (plan + store.ProfileStore) → Postgres → commit offsets``.
+
+Offsets are committed to Kafka only after PostgreSQL committed the batch (and
+PostgreSQL holds each partition's next offset too, so a commit lost in a crash
+costs a re-read, never a double apply). Transient failures retry the same batch
+with backoff; nothing transient is ever dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from traitstream.avro.schemas import SchemaSource
+from traitstream.errors import TransientError
+from traitstream.metrics import WorkerMetrics
+from traitstream.store.profiles import ProfileStore
+from traitstream.worker.batch import next_offsets, split
+from traitstream.worker.dedupe import Deduper
+from traitstream.worker.dlq import DeadLetters
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_BACKOFF_MAX_S = 10.0
+_LAG_EVERY_S = 5.0
+
+
+def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Eager assignment: the cooperative protocol did not hand partitions to new
+        # members on every broker we test against.
+        "partition.assignment.strategy": "roundrobin",
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
+        "max.poll.interval.ms": 600_000,
+        "fetch.wait.max.ms": 50,
+    }
+
+
+class Worker:
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        schemas: SchemaSource,
+        deduper: Deduper,
+        store: ProfileStore,
+        dead_letters: DeadLetters,
+        metrics: WorkerMetrics,
+        *,
+        batch_size: int = 2000,
+        batch_wait_s: float = 0.05,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._schemas = schemas
+        self._deduper = deduper
+        self._store = store
+        self._dlq = dead_letters
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._batch_wait_s = batch_wait_s
+        self._clock = clock
+        self._stop = threading.Event()
+        self._last_lag = 0.0
+        self._lag_partitions: set[int] = set()
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> None:
+        self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("worker started", extra={"topic": self._topic})
+        try:
+            while not self._stop.is_set():
+                messages = self._consumer.consume(self._batch_size, self._batch_wait_s)
+                good = [m for m in messages if self._usable(m)]
+                if good:
+                    self._process(good)
+                self._report_lag()
+        except _Abandoned:
+            log.info("stopped during retries; the batch stays uncommitted and will be redelivered")
+        finally:
+            log.info("worker stopping")
+            self._consumer.close()
+            self._dlq.close()
+            self._store.close()
+
+    def _usable(self, message: Any) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", error.str())
+        return False
+
+    # --- rebalancing --------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._metrics.rebalances.labels("assigned").inc(len(partitions))
+        stored = self._retry(lambda: self._store.applied_offsets([p.partition for p in partitions]))
+        for tp in partitions:
+            if tp.partition in stored:
+                tp.offset = stored[tp.partition]
+        consumer.assign(partitions)
+        log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._metrics.rebalances.labels("revoked").inc(len(partitions))
+        for tp in partitions:
+            if tp.partition in self._lag_partitions:
+                self._metrics.consumer_lag.remove(str(tp.partition))
+                self._lag_partitions.discard(tp.partition)
+        consumer.unassign()
+        log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)})
+
+    # --- one batch ----------------------------------------------------------------
+
+    def _process(self, messages: Sequence[Any]) -> None:
+        started = time.perf_counter()
+        work = self._retry(lambda: split(messages, self._schemas))
+        if work.dead:
+            self._retry(lambda: self._dlq.send(work.dead))
+        fresh_flags = self._retry(lambda: self._deduper.first_seen(self._topic, work.records))
+        fresh = [r for r, first in zip(work.records, fresh_flags, strict=True) if first]
+        offsets = next_offsets(messages)
+        result = self._retry(lambda: self._store.apply(fresh, offsets))
+        self._consumer.commit(
+            offsets=[TopicPartition(self._topic, p, o) for p, o in offsets.items()], asynchronous=True
+        )
+        now = self._clock()
+        m = self._metrics
+        m.events.labels("applied").inc(len(result.applied))
+        m.events.labels("duplicate").inc(len(work.records) - len(fresh) + result.already_applied)
+        m.events.labels("dead_lettered").inc(len(work.dead))
+        for letter in work.dead:
+            m.dead_letters.labels(letter.reason).inc()
+        if result.conflicts:
+            m.merge_conflicts.inc(result.conflicts)
+        for event in result.applied:
+            m.end_to_end_seconds.observe(max(0.0, now - event.received_time_ms / 1000))
+        m.batch_size.observe(len(messages))
+        m.batch_seconds.observe(time.perf_counter() - started)
+        log.info(
+            "batch applied",
+            extra={
+                "records": len(messages), "applied": len(result.applied),
+                "duplicates": len(work.records) - len(fresh) + result.already_applied,
+                "dead_lettered": len(work.dead), "partitions": sorted(offsets),
+                "response_ids": sorted({e.response_id for e in result.applied})[:20],
+            },
+        )
+
+    def _retry(self, action: Callable[[], T]) -> T:
+        """Run ``action`` until it stops raising ``TransientError`` (or the worker is
+        stopped, which abandons the batch uncommitted)."""
+        delay = 0.1
+        while True:
+            try:
+                return action()
+            except TransientError as exc:
+                self._metrics.store_errors.labels(exc.source).inc()
+                log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
+                if self._stop.wait(delay):
+                    raise _Abandoned from exc
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < _LAG_EVERY_S:
+            return
+        self._last_lag = now
+        try:
+            assigned = self._consumer.assignment()
+            for tp in self._consumer.position(assigned):
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    self._metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - tp.offset))
+                    self._lag_partitions.add(tp.partition)
+        except KafkaException as exc:
+            log.debug("lag not available: %s", exc)
+
+
+class _Abandoned(Exception):
+    """The worker was stopped while a batch was being retried; nothing was committed."""

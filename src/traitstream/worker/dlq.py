@@ -1,0 +1,60 @@
+"""The dead-letter topic: records that cannot be applied, with the reason in headers.
+
+Headers: ``traitstream.reason`` (stable code), ``traitstream.error`` (for a
+person), and the original ``traitstream.topic``/``partition``/``offset``.
+``send`` returns only when the broker has every dead letter, so the batch's
+offsets can be committed without losing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, Producer
+
+from traitstream.edge.publisher import producer_config
+from traitstream.errors import TransientError
+from traitstream.worker.batch import DeadLetter
+
+REASON = "traitstream.reason"
+ERROR = "traitstream.error"
+
+
+class DeadLetters:
+    def __init__(self, bootstrap: str, source_topic: str, dlq_topic: str, timeout_s: float = 30.0) -> None:
+        self._producer = Producer(producer_config(bootstrap, timeout_s))
+        self._source = source_topic
+        self._topic = dlq_topic
+        self._timeout_s = timeout_s
+
+    def send(self, letters: Sequence[DeadLetter]) -> None:
+        """Raises ``TransientError`` when the broker did not take them all."""
+        if not letters:
+            return
+        errors: list[KafkaError] = []
+
+        def report(error: KafkaError | None, _message: object) -> None:
+            if error is not None:
+                errors.append(error)
+
+        for letter in letters:
+            message = letter.message
+            self._producer.produce(
+                self._topic,
+                value=message.value(),
+                key=message.key(),
+                headers=[
+                    (REASON, letter.reason.encode()),
+                    (ERROR, letter.detail.encode()),
+                    ("traitstream.topic", self._source.encode()),
+                    ("traitstream.partition", str(message.partition()).encode()),
+                    ("traitstream.offset", str(message.offset()).encode()),
+                ],
+                on_delivery=report,
+            )
+        left = self._producer.flush(self._timeout_s)
+        if left or errors:
+            raise TransientError(f"dead-letter topic {self._topic}: {left} unsent, errors {errors[:3]}", source="kafka")
+
+    def close(self) -> None:
+        self._producer.flush(5)
