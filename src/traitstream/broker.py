@@ -24,9 +24,19 @@ def start(bootstrap: str, *, log_path: str | None = None, wait_s: float = 20.0) 
     url = f"tcp://{host or '127.0.0.1'}:{port}"
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(
-        [binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"RUST_LOG": "warn"},
+        [
+            binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=os.environ | {"RUST_LOG": "warn"},
     )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

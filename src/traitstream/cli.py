@@ -112,16 +112,26 @@ def _keys(args: argparse.Namespace) -> int:
                 return 2
             secret = keys.new_secret(args.prefix)
             key = keys.register(
-                conn, secret, args.workspace, scopes, website_id=args.website_id, description=args.description
+                conn,
+                secret,
+                args.workspace,
+                scopes,
+                website_id=args.website_id,
+                description=args.description,
             )
             print(secret)
-            print(f"key id {key.key_id}, workspace {key.workspace_id}, scopes {','.join(sorted(scopes))}"
-                  " (the key is shown once; only its hash is stored)", file=sys.stderr)
+            print(
+                f"key id {key.key_id}, workspace {key.workspace_id}, scopes {','.join(sorted(scopes))}"
+                " (the key is shown once; only its hash is stored)",
+                file=sys.stderr,
+            )
         elif args.keys_command == "list":
             for info in keys.list_keys(conn, args.workspace):
                 state = f"revoked {info.revoked_at:%Y-%m-%d}" if info.revoked_at else "active"
-                print(f"{info.key.key_id}\t{info.key.workspace_id}\t{','.join(sorted(info.key.scopes))}"
-                      f"\t{state}\t{info.description or ''}")
+                print(
+                    f"{info.key.key_id}\t{info.key.workspace_id}\t{','.join(sorted(info.key.scopes))}"
+                    f"\t{state}\t{info.description or ''}"
+                )
         elif args.keys_command == "revoke":
             if not keys.revoke(conn, args.key_id):
                 print(f"error: no active key with id {args.key_id}", file=sys.stderr)
@@ -158,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    dev = command("dev", "run the whole local pipeline (broker, migrations, edge, workers)", DevSettings, _dev)
+    dev = command(
+        "dev", "run the whole local pipeline (broker, migrations, edge, workers)", DevSettings, _dev
+    )
     dev.add_argument("--api-key", dest="setting_dev_api_key", default=None, help="alias of --dev-api-key")
     command("edge", "run the HTTP edge", EdgeSettings, _edge)
     command("worker", "run one worker of the consumer group", WorkerSettings, _worker)
@@ -183,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="dead-letter topic tools")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
     replay = dlq_commands.add_parser("replay", help="send dead-lettered records back to the topic")
-    replay.add_argument("--idle-seconds", type=float, default=5.0, help="stop after this long with nothing new")
+    replay.add_argument(
+        "--idle-seconds", type=float, default=5.0, help="stop after this long with nothing new"
+    )
     replay.add_argument("--limit", type=int, default=None, help="replay at most this many records")
     _add_settings_flags(replay, CommonSettings)
     replay.set_defaults(run=_dlq)

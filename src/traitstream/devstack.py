@@ -8,6 +8,7 @@ stops every child (and the broker it started), waiting for each to exit.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -33,10 +34,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     """Runs in each child before exec: the kernel sends it SIGTERM when we die, even by kill -9."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 @dataclass(slots=True)
@@ -123,7 +122,12 @@ class DevStack:
                     if time.monotonic() - child.started_at < delay:
                         continue
                     child.restarts += 1
-                    log.warning("%s exited with %s; restarting (restart %d)", child.name, code, child.restarts)
+                    log.warning(
+                        "%s exited with %s; restarting (restart %d)",
+                        child.name,
+                        code,
+                        child.restarts,
+                    )
                     child.start()
 
     def stop(self, *_: object) -> None:
@@ -168,7 +172,7 @@ def run(settings: DevSettings) -> int:
         s = settings
         print(
             "traitstream is ready\n"
-            f"  edge     http://{s.http_host}:{s.http_port}  (POST /api/identify, GET /api/profiles/{{user_id}})\n"
+            f"  edge     http://{s.http_host}:{s.http_port}\n"
             f"  metrics  http://{s.http_host}:{s.http_port}/metrics, workers on ports "
             f"{s.metrics_port}..{s.metrics_port + s.workers - 1}\n"
             f"  broker   {s.kafka_bootstrap}  topic {s.topic}\n"

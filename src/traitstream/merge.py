@@ -66,7 +66,7 @@ class Profile:
 
     # --- operations -------------------------------------------------------------
 
-    def set(self, trait: str, value: JSON, stamp: Stamp) -> None:
+    def set_value(self, trait: str, value: JSON, stamp: Stamp) -> None:
         previous = self.last_write(trait)
         if previous is None or stamp > previous:
             self.traits[trait] = value
@@ -128,7 +128,7 @@ class Profile:
         if trait is None:
             raise ValueError(f"{op.value} needs a trait")
         if op is Op.SET:
-            self.set(trait, operation.value, stamp)
+            self.set_value(trait, operation.value, stamp)
         elif op is Op.UNSET:
             self.unset(trait, stamp)
         elif op is Op.SET_ONCE:
@@ -156,7 +156,7 @@ class Profile:
         defaults keep the earliest, clears and anonymous ids combine. Commutative."""
         for trait, stamp in other.written.items():
             if trait in other.traits:
-                self.set(trait, other.traits[trait], stamp)
+                self.set_value(trait, other.traits[trait], stamp)
             else:
                 self.unset(trait, stamp)
         if other.cleared is not None:

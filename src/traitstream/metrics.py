@@ -15,26 +15,38 @@ class EdgeMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "traitstream_edge_requests", "HTTP requests by dialect and status",
-            ["dialect", "status"], registry=r,
+            "traitstream_edge_requests",
+            "HTTP requests by dialect and status",
+            ["dialect", "status"],
+            registry=r,
         )
         self.request_seconds = Histogram(
-            "traitstream_edge_request_seconds", "HTTP request latency",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "traitstream_edge_request_seconds",
+            "HTTP request latency",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.identifies = Counter(
-            "traitstream_edge_identifies", "Identifies acknowledged by the broker", ["dialect"],
+            "traitstream_edge_identifies",
+            "Identifies acknowledged by the broker",
+            ["dialect"],
             registry=r,
         )
         self.produce_errors = Counter(
-            "traitstream_edge_produce_errors", "Records the broker did not acknowledge", registry=r,
+            "traitstream_edge_produce_errors",
+            "Records the broker did not acknowledge",
+            registry=r,
         )
         self.delivery_seconds = Histogram(
-            "traitstream_edge_delivery_seconds", "From produce to the broker's acknowledgement",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "traitstream_edge_delivery_seconds",
+            "From produce to the broker's acknowledgement",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge(
-            "traitstream_edge_in_flight_requests", "Requests being handled", registry=r,
+            "traitstream_edge_in_flight_requests",
+            "Requests being handled",
+            registry=r,
         )
 
 
@@ -43,36 +55,54 @@ class WorkerMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter(
-            "traitstream_worker_events", "Records handled, by outcome", ["outcome"], registry=r,
+            "traitstream_worker_events",
+            "Records handled, by outcome",
+            ["outcome"],
+            registry=r,
         )
         for outcome in ("applied", "duplicate", "dead_lettered"):
             self.events.labels(outcome)
         self.dead_letters = Counter(
-            "traitstream_worker_dead_letters", "Dead-lettered records by reason", ["reason"],
+            "traitstream_worker_dead_letters",
+            "Dead-lettered records by reason",
+            ["reason"],
             registry=r,
         )
         self.batch_seconds = Histogram(
-            "traitstream_worker_batch_seconds", "Time to apply one batch",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "traitstream_worker_batch_seconds",
+            "Time to apply one batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "traitstream_worker_batch_size", "Records per batch", buckets=SIZE_BUCKETS, registry=r,
+            "traitstream_worker_batch_size",
+            "Records per batch",
+            buckets=SIZE_BUCKETS,
+            registry=r,
         )
         self.end_to_end_seconds = Histogram(
-            "traitstream_end_to_end_seconds", "From the edge receiving an identify to its being applied",
-            buckets=E2E_BUCKETS, registry=r,
+            "traitstream_end_to_end_seconds",
+            "From the edge receiving an identify to its being applied",
+            buckets=E2E_BUCKETS,
+            registry=r,
         )
         self.consumer_lag = Gauge(
-            "traitstream_consumer_lag", "Records behind the partition's high watermark",
-            ["partition"], registry=r,
+            "traitstream_consumer_lag",
+            "Records behind the partition's high watermark",
+            ["partition"],
+            registry=r,
         )
         self.rebalances = Counter(
-            "traitstream_worker_rebalances", "Partition assignments and revocations", ["change"],
+            "traitstream_worker_rebalances",
+            "Partition assignments and revocations",
+            ["change"],
             registry=r,
         )
         self.store_errors = Counter(
-            "traitstream_worker_store_errors", "Transient errors talking to a store, retried",
-            ["store"], registry=r,
+            "traitstream_worker_store_errors",
+            "Transient errors talking to a store, retried",
+            ["store"],
+            registry=r,
         )
         self.merge_conflicts = Counter(
             "traitstream_worker_merge_conflicts",

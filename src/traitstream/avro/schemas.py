@@ -81,7 +81,10 @@ class RegistrySchemas:
             )
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            raise TransientError(f"schema registry at {url}: cannot register {subject}: {exc}", source="schema_registry") from exc
+            raise TransientError(
+                f"schema registry at {url}: cannot register {subject}: {exc}",
+                source="schema_registry",
+            ) from exc
         self._writer_id = int(response.json()["id"])
         self._cache[self._writer_id] = parse(text)
 

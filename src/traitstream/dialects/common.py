@@ -41,15 +41,15 @@ def load_json(body: bytes) -> JSON:
         raise InvalidRequest(f"malformed JSON: {exc}") from exc
 
 
-def as_items(payload: JSON, what: str, body_size: int, max_event_bytes: int = MAX_EVENT_BYTES) -> list[dict[str, Any]]:
+def as_items(
+    payload: JSON, what: str, body_size: int, max_event_bytes: int = MAX_EVENT_BYTES
+) -> list[dict[str, Any]]:
     """One object or an array of them; enforces the count and per-item size limits."""
     items = payload if isinstance(payload, list) else [payload]
     if not items:
         raise InvalidRequest(f"the {what} array is empty")
     if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise LimitExceeded(
-            f"{len(items)} {what}s in one request; the limit is {MAX_EVENTS_PER_REQUEST}"
-        )
+        raise LimitExceeded(f"{len(items)} {what}s in one request; the limit is {MAX_EVENTS_PER_REQUEST}")
     for index, item in enumerate(items):
         where = f"{what}[{index}]" if isinstance(payload, list) else what
         if not isinstance(item, dict):
@@ -110,9 +110,7 @@ def id_string(value: JSON, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidRequest(f"{name} must be a string, got {type_name(value)}", field=name)
     if not value or len(value) > MAX_ID_CHARS:
-        raise InvalidRequest(
-            f"{name} must be 1 to {MAX_ID_CHARS} characters, got {len(value)}", field=name
-        )
+        raise InvalidRequest(f"{name} must be 1 to {MAX_ID_CHARS} characters, got {len(value)}", field=name)
     return value
 
 
@@ -130,7 +128,9 @@ def parse_time_ms(value: JSON, name: str) -> int:
     """ISO 8601 to epoch milliseconds. A naive time is UTC. ``YY-MM-DD`` dates (as
     in the Thrivestack sample ``20-11-23T22:28:55.111Z``) are read as 20YY."""
     if not isinstance(value, str) or not value:
-        raise InvalidRequest(f"{name} must be an ISO 8601 date-time string, got {type_name(value)}", field=name)
+        raise InvalidRequest(
+            f"{name} must be an ISO 8601 date-time string, got {type_name(value)}", field=name
+        )
     text = _SHORT_YEAR.sub(lambda m: f"20{m[1]}-{m[2]}-{m[3]}", value)
     try:
         parsed = datetime.fromisoformat(text)

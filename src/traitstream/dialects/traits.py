@@ -99,16 +99,36 @@ RESERVED: dict[str, Check] = {
     "website": _string,
 }
 
-ENRICHMENT: dict[str, Check] = {
+_ENRICHMENT_STRINGS: dict[str, Check] = {
     f"enrichment_{name}": _string
     for name in (
-        "first_name", "last_name", "full_name", "avatar", "email_provider", "city", "state",
-        "state_code", "time_zone", "location", "country", "country_code", "employment_domain",
-        "employment_name", "employment_role", "employment_seniority", "employment_sub_role",
-        "employment_title", "facebook_handle", "github_handle", "linkedin_handle",
-        "twitter_handle", "inactive_at", "active_at",
+        "first_name",
+        "last_name",
+        "full_name",
+        "avatar",
+        "email_provider",
+        "city",
+        "state",
+        "state_code",
+        "time_zone",
+        "location",
+        "country",
+        "country_code",
+        "employment_domain",
+        "employment_name",
+        "employment_role",
+        "employment_seniority",
+        "employment_sub_role",
+        "employment_title",
+        "facebook_handle",
+        "github_handle",
+        "linkedin_handle",
+        "twitter_handle",
+        "inactive_at",
+        "active_at",
     )
-} | {"enrichment_phone": _string_list}
+}
+ENRICHMENT: dict[str, Check] = {**_ENRICHMENT_STRINGS, "enrichment_phone": _string_list}
 
 TYPED: dict[str, Check] = RESERVED | ENRICHMENT
 

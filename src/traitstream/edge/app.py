@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from traitstream import __version__
 from traitstream.avro.schemas import LocalSchemas, RegistrySchemas, SchemaSource
-from traitstream.config import EdgeSettings
+from traitstream.config import CommonSettings, EdgeSettings
 from traitstream.edge.auth import Authenticator
 from traitstream.edge.context import EdgeContext, json_response
 from traitstream.edge.publisher import KafkaPublisher
@@ -31,7 +31,7 @@ from traitstream.store.reads import ProfileReader
 log = logging.getLogger(__name__)
 
 
-def schema_source(settings: EdgeSettings) -> SchemaSource:
+def schema_source(settings: CommonSettings) -> SchemaSource:
     if settings.schema_registry_url:
         return RegistrySchemas(settings.schema_registry_url, f"{settings.topic}-value")
     return LocalSchemas()
@@ -48,7 +48,10 @@ def create_app(
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False)
     cache = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
     publisher = publisher or KafkaPublisher(
-        settings.kafka_bootstrap, settings.topic, schema_source(settings), metrics,
+        settings.kafka_bootstrap,
+        settings.topic,
+        schema_source(settings),
+        metrics,
         settings.produce_timeout_s,
     )
     ctx = EdgeContext(
@@ -80,7 +83,9 @@ def create_app(
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return json_response({"error": {"status": 400, "message": f"{where}: {first.get('msg', 'invalid')}"}}, 400)
+        return json_response(
+            {"error": {"status": 400, "message": f"{where}: {first.get('msg', 'invalid')}"}}, 400
+        )
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> Response:

@@ -57,9 +57,14 @@ class EdgeContext:
             response = await handler(response_id)
         except RequestError as exc:
             log.info(
-                "request refused: %s", exc.message,
-                extra={"response_id": response_id, "dialect": dialect, "status": exc.status,
-                       "path": request.url.path},
+                "request refused: %s",
+                exc.message,
+                extra={
+                    "response_id": response_id,
+                    "dialect": dialect,
+                    "status": exc.status,
+                    "path": request.url.path,
+                },
             )
             response = json_response(error_shape(exc, response_id), exc.status)
         except Exception:

@@ -62,7 +62,9 @@ class _Pending:
         if self.future.done():
             return
         if self.error is not None:
-            self.future.set_exception(Unavailable(f"the broker did not take the identify: {self.error.str()}"))
+            self.future.set_exception(
+                Unavailable(f"the broker did not take the identify: {self.error.str()}")
+            )
         else:
             self.future.set_result(None)
 

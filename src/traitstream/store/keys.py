@@ -10,6 +10,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -68,7 +69,7 @@ WHERE key_hash = %s AND revoked_at IS NULL
 
 
 def register(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: psycopg.Connection[Any],
     secret: str,
     workspace_id: str,
     scopes: frozenset[str],
@@ -85,19 +86,16 @@ def register(
     return key
 
 
-def list_keys(conn: psycopg.Connection[tuple[object, ...]], workspace_id: str | None) -> list[KeyInfo]:
+def list_keys(conn: psycopg.Connection[Any], workspace_id: str | None) -> list[KeyInfo]:
     rows = conn.execute(
         "SELECT key_id, workspace_id, scopes, website_id, description, created_at, revoked_at"
         " FROM api_keys WHERE %(w)s::text IS NULL OR workspace_id = %(w)s ORDER BY created_at",
         {"w": workspace_id},
     ).fetchall()
-    return [
-        KeyInfo(ApiKey(r[0], r[1], frozenset(r[2]), r[3]), r[4], r[5], r[6])  # type: ignore[arg-type]
-        for r in rows
-    ]
+    return [KeyInfo(ApiKey(r[0], r[1], frozenset(r[2]), r[3]), r[4], r[5], r[6]) for r in rows]
 
 
-def revoke(conn: psycopg.Connection[tuple[object, ...]], key_id: str) -> bool:
+def revoke(conn: psycopg.Connection[Any], key_id: str) -> bool:
     cur = conn.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL", (key_id,)
     )

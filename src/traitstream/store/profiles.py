@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import psycopg
@@ -99,7 +100,7 @@ WHERE o.topic = %(topic)s AND o.partition = n.partition AND n.next_offset > o.ne
 """
 
 
-def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+def _connect(url: str) -> psycopg.Connection[Any]:
     conn = psycopg.connect(url, connect_timeout=5)
     set_json_loads(orjson.loads, conn)
     return conn
@@ -109,14 +110,14 @@ class ProfileStore:
     def __init__(self, url: str, topic: str) -> None:
         self._url = url
         self._topic = topic
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._conn: psycopg.Connection[Any] | None = None
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = _connect(self._url)
         return self._conn
@@ -134,7 +135,7 @@ class ProfileStore:
         except psycopg.Error as exc:
             self.close()
             raise TransientError(f"postgres: {exc}", source="postgres") from exc
-        return {int(p): int(o) for p, o in rows}  # type: ignore[call-overload]
+        return {int(p): int(o) for p, o in rows}
 
     def apply(self, records: Sequence[Positioned], next_offsets: dict[int, int]) -> ApplyResult:
         """Apply ``records`` (in consumption order) and move each partition's next
@@ -144,41 +145,30 @@ class ProfileStore:
             conn = self._connection()
             with conn.transaction():
                 return self._apply(conn, records, next_offsets)
-        except (psycopg.OperationalError, psycopg.errors.DeadlockDetected,
-                psycopg.errors.SerializationFailure, psycopg.InterfaceError) as exc:
+        except (
+            psycopg.OperationalError,
+            psycopg.errors.DeadlockDetected,
+            psycopg.errors.SerializationFailure,
+            psycopg.InterfaceError,
+        ) as exc:
             self.close()
             raise TransientError(f"postgres: {exc}", source="postgres") from exc
 
     def _apply(
         self,
-        conn: psycopg.Connection[tuple[object, ...]],
+        conn: psycopg.Connection[Any],
         records: Sequence[Positioned],
         next_offsets: dict[int, int],
     ) -> ApplyResult:
         partitions = sorted(next_offsets)
         args = {"topic": self._topic, "partitions": partitions}
         conn.execute(_LOCK_OFFSETS, args)
-        stored = dict(conn.execute(_SELECT_OFFSETS, args).fetchall())  # type: ignore[arg-type]
+        stored = {int(p): int(o) for p, o in conn.execute(_SELECT_OFFSETS, args).fetchall()}
         fresh = [r.event for r in records if r.offset >= stored.get(r.partition, 0)]
         already = len(records) - len(fresh)
         plan = BatchPlan()
         if fresh:
-            conn.execute(_ADVISORY, (lock_names(fresh),))
-            keys = sorted(anon_keys(fresh))
-            links: dict[AnonKey, uuid.UUID] = {}
-            if keys:
-                rows = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys]))
-                links = {(str(w), str(a)): p for w, a, p in rows.fetchall()}  # type: ignore[misc]
-            wanted = sorted(rows_to_load(fresh, links))
-            loaded = {
-                row[0]: StoredProfile(
-                    row[0], row[1], row[2],
-                    Profile.from_stored(row[3], row[4], row[5], set()),
-                    row[6],
-                )
-                for row in conn.execute(_SELECT_PROFILES, (wanted,)).fetchall()  # type: ignore[misc]
-            }
-            plan = plan_batch(fresh, links, loaded, int(time.time() * 1000))
+            plan = self._plan(conn, fresh)
         with conn.pipeline():
             self._write(conn, plan)
             conn.execute(
@@ -188,7 +178,25 @@ class ProfileStore:
         return ApplyResult(tuple(fresh), already, plan.conflicts)
 
     @staticmethod
-    def _write(conn: psycopg.Connection[tuple[object, ...]], plan: BatchPlan) -> None:
+    def _plan(conn: psycopg.Connection[Any], fresh: list[IdentifyEvent]) -> BatchPlan:
+        """Lock, read and plan: every row the batch touches is locked before it is read."""
+        conn.execute(_ADVISORY, (lock_names(fresh),))
+        keys = sorted(anon_keys(fresh))
+        links: dict[AnonKey, uuid.UUID] = {}
+        if keys:
+            rows = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys]))
+            links = {(w, a): p for w, a, p in rows.fetchall()}
+        wanted = sorted(rows_to_load(fresh, links))
+        loaded = {
+            row[0]: StoredProfile(
+                row[0], row[1], row[2], Profile.from_stored(row[3], row[4], row[5], set()), row[6]
+            )
+            for row in conn.execute(_SELECT_PROFILES, (wanted,)).fetchall()
+        }
+        return plan_batch(fresh, links, loaded, int(time.time() * 1000))
+
+    @staticmethod
+    def _write(conn: psycopg.Connection[Any], plan: BatchPlan) -> None:
         if plan.deletes:
             conn.execute(_DELETE_PROFILES, (sorted(plan.deletes),))
         if plan.upserts:

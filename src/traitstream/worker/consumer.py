@@ -148,7 +148,8 @@ class Worker:
         offsets = next_offsets(messages)
         result = self._retry(lambda: self._store.apply(fresh, offsets))
         self._consumer.commit(
-            offsets=[TopicPartition(self._topic, p, o) for p, o in offsets.items()], asynchronous=True
+            offsets=[TopicPartition(self._topic, p, o) for p, o in offsets.items()],
+            asynchronous=True,
         )
         now = self._clock()
         m = self._metrics
@@ -166,9 +167,11 @@ class Worker:
         log.info(
             "batch applied",
             extra={
-                "records": len(messages), "applied": len(result.applied),
+                "records": len(messages),
+                "applied": len(result.applied),
                 "duplicates": len(work.records) - len(fresh) + result.already_applied,
-                "dead_lettered": len(work.dead), "partitions": sorted(offsets),
+                "dead_lettered": len(work.dead),
+                "partitions": sorted(offsets),
                 "response_ids": sorted({e.response_id for e in result.applied})[:20],
             },
         )

@@ -54,7 +54,10 @@ class DeadLetters:
             )
         left = self._producer.flush(self._timeout_s)
         if left or errors:
-            raise TransientError(f"dead-letter topic {self._topic}: {left} unsent, errors {errors[:3]}", source="kafka")
+            raise TransientError(
+                f"dead-letter topic {self._topic}: {left} unsent, errors {errors[:3]}",
+                source="kafka",
+            )
 
     def close(self) -> None:
         self._producer.flush(5)

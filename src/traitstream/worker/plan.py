@@ -111,7 +111,9 @@ class _Planner:
         if event.user_id is not None:
             self._drop(user_profile_id(event.workspace_id, event.user_id))
         for anon in event.anonymous_ids:
-            self._drop(self.links.get((event.workspace_id, anon)) or anonymous_profile_id(event.workspace_id, anon))
+            self._drop(
+                self.links.get((event.workspace_id, anon)) or anonymous_profile_id(event.workspace_id, anon)
+            )
 
     def identify(self, event: IdentifyEvent) -> None:
         ws = event.workspace_id

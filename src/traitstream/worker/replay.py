@@ -23,14 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def replay(settings: CommonSettings, *, idle_s: float = 5.0, limit: int | None = None) -> int:
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": "traitstream-dlq-replay",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "roundrobin",
-        "session.timeout.ms": 6000,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "traitstream-dlq-replay",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "roundrobin",
+            "session.timeout.ms": 6000,
+        }
+    )
     producer = Producer(producer_config(settings.kafka_bootstrap, 30.0))
     consumer.subscribe([settings.dlq_topic])
     replayed = 0
@@ -45,21 +47,34 @@ def replay(settings: CommonSettings, *, idle_s: float = 5.0, limit: int | None =
                 continue
             last_seen = time.monotonic()
             errors: list[KafkaError] = []
+
+            def report(error: KafkaError | None, _message: object, errors: list[KafkaError] = errors) -> None:
+                if error is not None:
+                    errors.append(error)
+
             for message in messages:
                 producer.produce(
                     settings.topic,
                     value=message.value(),
                     key=message.key(),
-                    headers=[("traitstream.replayed_from", f"{message.partition()}:{message.offset()}".encode())],
-                    on_delivery=lambda err, _m: errors.append(err) if err else None,
+                    headers=[
+                        (
+                            "traitstream.replayed_from",
+                            f"{message.partition()}:{message.offset()}".encode(),
+                        )
+                    ],
+                    on_delivery=report,
                 )
             if producer.flush(30) or errors:
-                raise TransientError(f"the broker did not take the replayed records: {errors[:3]}", source="kafka")
+                raise TransientError(
+                    f"the broker did not take the replayed records: {errors[:3]}", source="kafka"
+                )
             consumer.commit(
                 offsets=[
-                    TopicPartition(settings.dlq_topic, p, o) for p, o in next_offsets(messages).items()
+                    TopicPartition(settings.dlq_topic, p, o)
+                    for p, o in next_offsets(messages).items()  # type: ignore[arg-type]
                 ],
-                asynchronous=False,
+                asynchronous=False,  # type: ignore[call-overload]
             )
             replayed += len(messages)
             log.info("replayed %d record(s)", len(messages))

@@ -20,7 +20,11 @@ def error_shape(error: RequestError, response_id: str) -> dict[str, object]:
 _BODY_SCHEMA = {
     "oneOf": [
         {"$ref": "#/components/schemas/ThrivestackIdentify"},
-        {"type": "array", "items": {"$ref": "#/components/schemas/ThrivestackIdentify"}, "maxItems": 2000},
+        {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/ThrivestackIdentify"},
+            "maxItems": 2000,
+        },
     ]
 }
 
@@ -31,7 +35,12 @@ def router(ctx: EdgeContext) -> APIRouter:
     @api.post(
         "/api/identify",
         summary="Identify one user or an array of users (Thrivestack)",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _BODY_SCHEMA}},
+            }
+        },
     )
     async def identify(request: Request) -> Response:
         async def run(response_id: str) -> Response:
@@ -41,7 +50,11 @@ def router(ctx: EdgeContext) -> APIRouter:
             await ctx.publisher.publish(events)
             ctx.metrics.identifies.labels(thrivestack.DIALECT).inc(len(events))
             return json_response(
-                {"success": True, "message": "User(s) identified successfully", "response_id": response_id}
+                {
+                    "success": True,
+                    "message": "User(s) identified successfully",
+                    "response_id": response_id,
+                }
             )
 
         return await ctx.handle(thrivestack.DIALECT, request, error_shape, run)

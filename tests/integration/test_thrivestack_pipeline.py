@@ -1,0 +1,133 @@
+"""Seeds 000 and 001 verbatim through the real edge, broker, workers, Redis and Postgres."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import orjson
+import psycopg
+import pytest
+
+from tests.support.seeds import seed_bytes
+from tests.support.stack import Stack, metric_sum
+from traitstream.events import user_profile_id
+
+
+@pytest.mark.parametrize("seed", ["thrivestack_000.json", "thrivestack_001.json"])
+def test_seed_sample_lands_in_the_profile_store(stack: Stack, seed: str) -> None:
+    response = stack.post("/api/identify", seed_bytes(seed), headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True
+    assert body["message"] == "User(s) identified successfully"
+    uuid.UUID(body["response_id"])
+
+    sample = orjson.loads(seed_bytes(seed))
+    profile = stack.wait_profile(sample["user_id"], timeout=15)
+    assert profile["traits"] == sample["traits"]
+    assert profile["profile_id"] == str(user_profile_id(stack.workspace, sample["user_id"]))
+    assert profile["created_at"].startswith("2020-11-23T22:28:55.111")
+
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute(
+            "SELECT workspace_id, traits FROM profiles WHERE user_id = %s", (sample["user_id"],)
+        ).fetchone()
+    assert row == (stack.workspace, sample["traits"])
+
+
+def test_array_body_and_later_updates_merge(stack: Stack) -> None:
+    user = f"arr-{uuid.uuid4().hex[:6]}"
+    response = stack.post(
+        "/api/identify",
+        [
+            {"user_id": user, "traits": {"first_name": "Ada", "last_name": "Lovelace", "plan": "free"}},
+            {"user_id": f"{user}-2", "user_traits": {"age": 36}},
+        ],
+    )
+    assert response.status_code == 200, response.text
+    stack.wait_profile(user, lambda p: p["traits"].get("name") == "Ada Lovelace")
+    stack.wait_profile(f"{user}-2", lambda p: p["traits"] == {"age": 36})
+    assert stack.post("/api/identify", {"user_id": user, "traits": {"plan": "pro"}}).status_code == 200
+    profile = stack.wait_profile(user, lambda p: p["traits"]["plan"] == "pro")
+    assert profile["traits"] == {
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "plan": "pro",
+        "name": "Ada Lovelace",
+    }
+
+
+def test_retry_with_the_same_message_id_applies_once(stack: Stack) -> None:
+    user = f"retry-{uuid.uuid4().hex[:6]}"
+    before = sum(stack.worker_metric(w, "traitstream_worker_events_total") for w in stack.workers)
+    for _ in range(3):
+        body = {"user_id": user, "message_id": f"{user}-m1", "traits": {"n": 1}}
+        assert stack.post("/api/identify", body).status_code == 200
+    stack.wait_profile(user)
+
+    def duplicates() -> float:
+        return sum(
+            metric_sum(
+                httpx.get(f"http://127.0.0.1:{w.env['TEST_METRICS_PORT']}/metrics").text,
+                "traitstream_worker_events_total",
+                'outcome="duplicate"',
+            )
+            for w in stack.workers
+        )
+
+    from tests.support.stack import wait_until
+
+    wait_until(lambda: duplicates() >= 2, 15, "two duplicates counted")
+    after = sum(stack.worker_metric(w, "traitstream_worker_events_total") for w in stack.workers)
+    assert after - before == 3
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        ({}, 401, "missing Bearer token"),
+        ({"Authorization": "Bearer nope"}, 401, "unknown or revoked Bearer token"),
+    ],
+)
+def test_auth_errors_in_the_seed_shape(stack: Stack, headers: dict, status: int, message: str) -> None:
+    response = httpx.post(f"{stack.url}/api/identify", json={"user_id": "x"}, headers=headers)
+    assert response.status_code == status
+    body = response.json()
+    assert body["success"] is False and body["message"] == message
+    uuid.UUID(body["response_id"])
+
+
+def test_key_without_the_scope_is_403(stack: Stack) -> None:
+    from traitstream.store import keys
+
+    secret = keys.new_secret()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        keys.register(conn, secret, stack.workspace, frozenset({"profiles:read"}))
+    response = stack.post("/api/identify", {"user_id": "x"}, key=secret)
+    assert response.status_code == 403
+    assert "identify_api or telemetry_apis" in response.json()["message"]
+
+
+def test_bad_input_is_400_and_limits_413(stack: Stack) -> None:
+    bad = stack.post("/api/identify", b"{not json", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400 and "malformed JSON" in bad.json()["message"]
+    typed = stack.post("/api/identify", {"user_id": "x", "traits": {"age": "old"}})
+    assert typed.status_code == 400 and "traits.age" in typed.json()["message"]
+    big = stack.post("/api/identify", [{"user_id": "x"}] * 2001)
+    assert big.status_code == 413 and "2000" in big.json()["message"]
+
+
+def test_profile_read_404_and_metrics(stack: Stack) -> None:
+    missing = httpx.get(f"{stack.url}/api/profiles/nobody-{uuid.uuid4().hex}", headers=stack.headers())
+    assert missing.status_code == 404
+    text = httpx.get(f"{stack.url}/metrics").text
+    assert 'traitstream_edge_requests_total{dialect="thrivestack",status="200"}' in text
+    assert "traitstream_edge_request_seconds_bucket" in text
+    worker_text = httpx.get(f"http://127.0.0.1:{stack.workers[0].env['TEST_METRICS_PORT']}/metrics").text
+    for name in (
+        "traitstream_worker_events_total",
+        "traitstream_worker_batch_seconds",
+        "traitstream_end_to_end_seconds",
+    ):
+        assert name in worker_text

@@ -1,0 +1,248 @@
+"""A real traitstream pipeline for tests: the bundled broker, a fresh database, and the
+edge and workers as separate processes, each on a free local port.
+
+Every process is started with a bounded wait and stopped (or killed) by the fixture,
+so a failing test leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from traitstream import broker, kafka_admin
+from traitstream.store import keys
+from traitstream.store.database import migrate
+
+PG_ADMIN_URL = os.environ.get("TRAITSTREAM_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TRAITSTREAM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+SESSION_TIMEOUT_MS = 6000
+LOG_DIR = Path(os.environ.get("TRAITSTREAM_TEST_LOGS", "/tmp/traitstream-test-logs"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+class Broker:
+    """The bundled broker on a free port (or an external one named by TRAITSTREAM_TEST_KAFKA)."""
+
+    def __init__(self) -> None:
+        external = os.environ.get("TRAITSTREAM_TEST_KAFKA")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.bootstrap = external or f"127.0.0.1:{free_port()}"
+        if not external:
+            self.start()
+
+    def start(self) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.process = broker.start(self.bootstrap, log_path=str(LOG_DIR / "broker.log"))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str = "ts_test") -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(PG_ADMIN_URL, dbname=name)
+    migrate(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL, 5)
+
+
+@dataclass
+class Stack:
+    """Edge and workers over a fresh topic and database. ``api_key`` has every scope
+    in workspace ``test``."""
+
+    bootstrap: str
+    database_url: str
+    redis_url: str = REDIS_URL
+    topic: str = field(default_factory=lambda: f"identify-{uuid.uuid4().hex[:8]}")
+    partitions: int = 4
+    api_key: str = field(default_factory=lambda: keys.new_secret("test_"))
+    workspace: str = "test"
+    http_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    edge: Proc | None = None
+    workers: list[Proc] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TRAITSTREAM_KAFKA_BOOTSTRAP=self.bootstrap,
+            TRAITSTREAM_DATABASE_URL=self.database_url,
+            TRAITSTREAM_REDIS_URL=self.redis_url,
+            TRAITSTREAM_TOPIC=self.topic,
+            TRAITSTREAM_HTTP_PORT=str(self.http_port),
+            TRAITSTREAM_GROUP_ID=f"group-{self.topic}",
+            TRAITSTREAM_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
+            TRAITSTREAM_LOG_FORMAT="json",
+        )
+        env.update(self.extra_env)
+        env.update(extra)
+        return env
+
+    def prepare(self) -> None:
+        kafka_admin.ensure_topics(self.bootstrap, {self.topic: self.partitions, f"{self.topic}.dlq": 1})
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            keys.register(conn, self.api_key, self.workspace, frozenset(keys.SCOPES))
+
+    def start_edge(self, wait: bool = True) -> Proc:
+        self.edge = Proc(
+            "edge",
+            [sys.executable, "-m", "traitstream", "edge"],
+            self.env(),
+            LOG_DIR / f"{self.topic}-edge.log",
+        )
+        self.edge.start()
+        if wait:
+            wait_until(self.ready, 30, "the edge's /readyz")
+        return self.edge
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def add_worker(self) -> Proc:
+        index = len(self.workers)
+        port = free_port()
+        proc = Proc(
+            f"worker-{index}",
+            [sys.executable, "-m", "traitstream", "worker"],
+            self.env(TRAITSTREAM_METRICS_PORT=str(port)),
+            LOG_DIR / f"{self.topic}-worker-{index}.log",
+        )
+        proc.env["TEST_METRICS_PORT"] = str(port)
+        proc.start()
+        self.workers.append(proc)
+        return proc
+
+    def start(self, workers: int = 1) -> Stack:
+        self.prepare()
+        self.start_edge()
+        for _ in range(workers):
+            self.add_worker()
+        return self
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.edge] if self.edge else [])]:
+            proc.stop()
+
+    # --- client side ----------------------------------------------------------------
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.api_key}"}
+
+    def post(self, path: str, body: Any = None, *, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = self.headers(key) | kwargs.pop("headers", {})
+        if body is not None and not isinstance(body, bytes | str):
+            kwargs["json"] = body
+        elif body is not None:
+            kwargs["content"] = body
+        return httpx.post(f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+
+    def profile(self, user_id: str) -> dict[str, Any] | None:
+        response = httpx.get(f"{self.url}/api/profiles/{user_id}", headers=self.headers(), timeout=10)
+        return response.json() if response.status_code == 200 else None
+
+    def wait_profile(
+        self, user_id: str, check: Callable[[dict[str, Any]], bool] = lambda p: True, timeout: float = 30
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            profile = self.profile(user_id)
+            return profile if profile is not None and check(profile) else None
+
+        return dict(wait_until(probe, timeout, f"profile {user_id!r}"))
+
+    def worker_metric(self, worker: Proc, name: str) -> float:
+        """Sum of a metric's samples (all label sets) on one worker."""
+        text = httpx.get(f"http://127.0.0.1:{worker.env['TEST_METRICS_PORT']}/metrics", timeout=5).text
+        return metric_sum(text, name)
+
+
+def metric_sum(text: str, name: str, labels: str = "") -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {") and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import pytest
+from fastavro import parse_schema, schemaless_writer
+
+from traitstream.avro import codec
+from traitstream.avro.schemas import LOCAL_SCHEMA_ID, LocalSchemas, load_v1_text
+from traitstream.errors import InvalidRecord
+from traitstream.events import IdentifyEvent, Kind, Op, Operation
+
+SCHEMAS = LocalSchemas()
+
+EVENT = IdentifyEvent(
+    workspace_id="ws",
+    user_id="u1",
+    anonymous_ids=("dev-1",),
+    dialect="amplitude",
+    event_time_ms=1_700_000_000_123,
+    received_time_ms=1_700_000_000_456,
+    profile_created_at_ms=1_600_000_000_000,
+    response_id="r1",
+    event_index=3,
+    dedupe_key="insert-1",
+    context={"ip": "127.0.0.1", "nested": {"a": [1, 2]}},
+    operations=(
+        Operation(Op.SET, "plan", {"tier": "pro", "seats": 3}),
+        Operation(Op.SET_ONCE, "first_seen", "2024-01-01"),
+        Operation(Op.UNSET, "old"),
+        Operation(Op.ADD, "logins", 1),
+        Operation(Op.APPEND, "tags", ["a", "b"]),
+        Operation(Op.REMOVE, "tags", "c"),
+        Operation(Op.CLEAR_ALL),
+    ),
+)
+
+
+def test_round_trip_in_confluent_wire_format() -> None:
+    data = codec.encode(EVENT, LOCAL_SCHEMA_ID)
+    assert data[0] == 0
+    assert struct.unpack(">I", data[1:5])[0] == LOCAL_SCHEMA_ID
+    assert codec.decode(data, SCHEMAS) == EVENT
+
+
+def test_erase_round_trips() -> None:
+    erase = IdentifyEvent("ws", "u1", "profiles", 1, 1, "r", kind=Kind.ERASE)
+    assert codec.decode(codec.encode(erase, LOCAL_SCHEMA_ID), SCHEMAS) == erase
+
+
+def test_v1_records_stay_readable_by_the_reader() -> None:
+    """A record written by another service with the v1 schema file itself (not our
+    encoder), using only required fields, decodes with every default filled in."""
+    schema = parse_schema(json.loads(load_v1_text()))
+    record = {
+        "kind": "identify",
+        "workspace_id": "ws",
+        "user_id": "u9",
+        "dialect": "billing-service",
+        "event_time": 1_700_000_000_000,
+        "received_time": 1_700_000_000_000,
+        "response_id": "svc-42",
+        "operations": [{"op": "add", "trait": "credits", "value_json": "5"}],
+    }
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID))
+    schemaless_writer(out, schema, record)
+    event = codec.decode(out.getvalue(), SCHEMAS)
+    assert event.user_id == "u9" and event.anonymous_ids == () and event.dedupe_key is None
+    assert event.operations == (Operation(Op.ADD, "credits", 5),)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "not_avro"),
+        (b'{"user_id": "x"}', "not_avro"),
+        (b"\x00\x00\x00\x00\x09" + b"\x00" * 10, "unknown_schema_id"),
+        (b"\x00\x00\x00\x00\x01\xff\xff\xff", "avro_decode"),
+    ],
+)
+def test_undecodable_records_name_their_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        codec.decode(data, SCHEMAS)
+    assert caught.value.reason == reason
+
+
+def _with(**changes: object) -> bytes:
+    record = codec.to_record(EVENT) | changes
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID))
+    schemaless_writer(out, parse_schema(json.loads(load_v1_text())), record)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"workspace_id": ""}, "workspace_id is empty"),
+        ({"user_id": None, "anonymous_ids": []}, "neither user_id nor anonymous_ids"),
+        ({"operations": [{"op": "add", "trait": "n", "value_json": '"x"'}]}, "add of 'n' needs a number"),
+        ({"operations": [{"op": "set", "trait": None, "value_json": "1"}]}, "set needs a trait name"),
+        ({"operations": [{"op": "set", "trait": "a", "value_json": "{oops"}]}, "not valid JSON"),
+        ({"context_json": "[1]"}, "context_json is not a JSON object"),
+    ],
+)
+def test_valid_avro_with_invalid_content_is_refused(changes: dict, named: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        codec.decode(_with(**changes), SCHEMAS)
+    assert caught.value.reason == "invalid_content"
+    assert named in caught.value.message
+
+
+def test_schema_file_in_the_package_is_the_published_one() -> None:
+    from pathlib import Path
+
+    published = Path(__file__).resolve().parents[2] / "schemas" / "identify" / "v1.avsc"
+    assert json.loads(published.read_text()) == json.loads(load_v1_text())

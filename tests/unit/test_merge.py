@@ -1,0 +1,202 @@
+"""The merge rules, and the property that makes traitstream order-safe: for set, unset,
+set_once and clear_all, any order and any duplication of a history gives one profile."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from traitstream.events import IdentifyEvent, Op, Operation
+from traitstream.merge import Profile
+
+
+def event(t: int, *ops: Operation, eid: str | None = None, created: int | None = None) -> IdentifyEvent:
+    return IdentifyEvent(
+        workspace_id="ws",
+        user_id="u",
+        dialect="test",
+        event_time_ms=t,
+        received_time_ms=t,
+        response_id=eid or f"e{t}",
+        operations=ops,
+        profile_created_at_ms=created,
+    )
+
+
+def apply_all(events: list[IdentifyEvent]) -> Profile:
+    profile = Profile()
+    for e in events:
+        profile.apply_event(e)
+    return profile
+
+
+def test_newer_set_wins_whatever_the_arrival_order() -> None:
+    new, old = event(20, Operation(Op.SET, "plan", "pro")), event(10, Operation(Op.SET, "plan", "free"))
+    assert apply_all([new, old]).traits == {"plan": "pro"}
+    assert apply_all([old, new]).traits == {"plan": "pro"}
+
+
+def test_unset_leaves_a_tombstone_that_older_sets_cannot_pass() -> None:
+    profile = apply_all([event(30, Operation(Op.UNSET, "plan")), event(10, Operation(Op.SET, "plan", "x"))])
+    assert profile.traits == {}
+    profile.apply_event(event(40, Operation(Op.SET, "plan", "y")))
+    assert profile.traits == {"plan": "y"}
+
+
+def test_set_once_never_overwrites_and_earliest_wins() -> None:
+    profile = apply_all(
+        [
+            event(20, Operation(Op.SET_ONCE, "ref", "later")),
+            event(10, Operation(Op.SET_ONCE, "ref", "earlier")),
+        ]
+    )
+    assert profile.traits == {"ref": "earlier"}
+    profile.apply_event(event(5, Operation(Op.SET, "ref", "explicit")))
+    assert profile.traits == {"ref": "explicit"}
+    profile.apply_event(event(1, Operation(Op.SET_ONCE, "ref", "ignored")))
+    assert profile.traits == {"ref": "explicit"}
+
+
+def test_clear_all_removes_older_writes_only() -> None:
+    profile = apply_all(
+        [
+            event(10, Operation(Op.SET, "a", 1)),
+            event(30, Operation(Op.SET, "b", 2)),
+            event(20, Operation(Op.CLEAR_ALL)),
+            event(15, Operation(Op.SET, "c", 3)),
+        ]
+    )
+    assert profile.traits == {"b": 2}
+
+
+def test_later_operation_in_one_event_wins() -> None:
+    profile = apply_all(
+        [event(10, Operation(Op.SET, "a", 1), Operation(Op.UNSET, "a"), Operation(Op.SET, "b", 2))]
+    )
+    assert profile.traits == {"b": 2}
+
+
+def test_add_counts_from_zero_and_ignores_non_numbers() -> None:
+    profile = apply_all([event(1, Operation(Op.ADD, "n", 2)), event(2, Operation(Op.ADD, "n", 3.5))])
+    assert profile.traits == {"n": 5.5}
+    profile.apply_event(event(3, Operation(Op.SET, "s", "text")))
+    profile.apply_event(event(4, Operation(Op.ADD, "s", 1)))
+    assert profile.traits["s"] == 1
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "expected"),
+    [
+        (Op.APPEND, ["c", "a"], ["a", "b", "c", "a"]),
+        (Op.PREPEND, "z", ["z", "a", "b"]),
+        (Op.POST_INSERT, ["b", "c", "c"], ["a", "b", "c"]),
+        (Op.PRE_INSERT, ["b", "z"], ["z", "a", "b"]),
+        (Op.REMOVE, ["a", "q"], ["b"]),
+    ],
+)
+def test_list_operations(op: Op, value: object, expected: list) -> None:
+    profile = apply_all([event(1, Operation(Op.SET, "l", ["a", "b"])), event(2, Operation(op, "l", value))])
+    assert profile.traits["l"] == expected
+
+
+def test_list_operation_on_a_scalar_wraps_it() -> None:
+    profile = apply_all([event(1, Operation(Op.SET, "l", "a")), event(2, Operation(Op.APPEND, "l", "b"))])
+    assert profile.traits["l"] == ["a", "b"]
+
+
+def test_created_at_is_the_earliest_seen() -> None:
+    profile = apply_all([event(50, created=30), event(40), event(60, created=35)])
+    assert profile.created_at_ms == 30
+
+
+def test_stored_form_round_trips() -> None:
+    profile = apply_all(
+        [
+            event(10, Operation(Op.SET, "a", {"x": 1})),
+            event(20, Operation(Op.UNSET, "b")),
+            event(5, Operation(Op.SET_ONCE, "c", 3)),
+            event(15, Operation(Op.CLEAR_ALL)),
+        ]
+    )
+    stored = Profile.from_stored(profile.traits, profile.meta(), profile.created_at_ms, set())
+    later = event(12, Operation(Op.SET, "a", "old"))
+    stored.apply_event(later)
+    profile.apply_event(later)
+    assert stored == profile
+
+
+# --- properties ------------------------------------------------------------------
+
+TRAITS = st.sampled_from(["a", "b", "c"])
+VALUES = st.one_of(
+    st.integers(-3, 3), st.text(max_size=3), st.none(), st.lists(st.integers(0, 2), max_size=2)
+)
+
+
+@st.composite
+def order_safe_ops(draw: st.DrawFn) -> Operation:
+    kind = draw(st.sampled_from([Op.SET, Op.SET, Op.UNSET, Op.SET_ONCE, Op.CLEAR_ALL]))
+    if kind is Op.CLEAR_ALL:
+        return Operation(kind)
+    return Operation(kind, draw(TRAITS), None if kind is Op.UNSET else draw(VALUES))
+
+
+@st.composite
+def histories(draw: st.DrawFn, ops: st.SearchStrategy[Operation]) -> list[IdentifyEvent]:
+    count = draw(st.integers(1, 12))
+    # Few distinct times, so that ties at the same millisecond are common.
+    return [
+        event(
+            draw(st.integers(0, 5)),
+            *draw(st.lists(ops, min_size=1, max_size=3)),
+            eid=f"e{i}",
+            created=draw(st.none() | st.integers(0, 9)),
+        )
+        for i in range(count)
+    ]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn, history: list[IdentifyEvent]) -> list[IdentifyEvent]:
+    """The history reordered, with some events delivered twice (a dedupe that failed
+    open is harmless for these operations)."""
+    doubled = history + draw(st.lists(st.sampled_from(history), max_size=4))
+    return draw(st.permutations(doubled))
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_any_order_and_duplication_gives_the_same_profile(data: st.DataObject) -> None:
+    history = data.draw(histories(order_safe_ops()))
+    reference = apply_all(sorted(history, key=lambda e: (e.event_time_ms, e.event_id)))
+    delivered = data.draw(deliveries(history))
+    assert apply_all(delivered) == reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_adds_sum_the_same_in_any_order(data: st.DataObject) -> None:
+    adds = st.builds(Operation, st.just(Op.ADD), TRAITS, st.integers(-100, 100))
+    history = data.draw(histories(adds))
+    reordered = data.draw(st.permutations(history))
+    assert apply_all(reordered).traits == apply_all(history).traits
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_merging_two_profiles_equals_one_profile_of_both_histories(data: st.DataObject) -> None:
+    """Anonymous-to-user merge: the join of two profiles is what one profile would be
+    had it seen both histories, in either direction."""
+    left = data.draw(histories(order_safe_ops()))
+    right = [
+        event(e.event_time_ms, *e.operations, eid=f"r{i}", created=e.profile_created_at_ms)
+        for i, e in enumerate(data.draw(histories(order_safe_ops())))
+    ]
+    together = apply_all(left + right)
+    merged = apply_all(left)
+    merged.absorb(apply_all(right))
+    other_way = apply_all(right)
+    other_way.absorb(apply_all(left))
+    assert merged == together
+    assert other_way == together
