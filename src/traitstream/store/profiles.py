@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,11 @@ class ApplyResult:
     applied: tuple[IdentifyEvent, ...]
     already_applied: int
     conflicts: int
+    rejected: tuple[Positioned, ...] = ()
+    """Records refused for the profile size cap (handed to ``on_rejected`` before commit)."""
+
+
+RejectHandler = Callable[[Sequence[Positioned]], None]
 
 
 _LOCK_OFFSETS = """
@@ -73,7 +78,7 @@ FROM identities AS i
 JOIN unnest(%s::text[], %s::text[]) AS k (w, a) ON i.workspace_id = k.w AND i.anonymous_id = k.a
 """
 _SELECT_PROFILES = """
-SELECT profile_id, workspace_id, user_id, traits, trait_meta,
+SELECT profile_id, workspace_id, user_id, traits::text, trait_meta::text,
        (extract(epoch FROM created_at) * 1000)::bigint,
        (extract(epoch FROM updated_at) * 1000)::bigint
 FROM profiles WHERE profile_id = ANY(%s) ORDER BY profile_id FOR UPDATE
@@ -137,14 +142,20 @@ class ProfileStore:
             raise TransientError(f"postgres: {exc}", source="postgres") from exc
         return {int(p): int(o) for p, o in rows}
 
-    def apply(self, records: Sequence[Positioned], next_offsets: dict[int, int]) -> ApplyResult:
+    def apply(
+        self,
+        records: Sequence[Positioned],
+        next_offsets: dict[int, int],
+        on_rejected: RejectHandler = lambda _records: None,
+    ) -> ApplyResult:
         """Apply ``records`` (in consumption order) and move each partition's next
         offset to ``next_offsets[partition]`` (which covers records skipped before
-        this call: duplicates and dead letters)."""
+        this call: duplicates and dead letters). Records refused for the size cap
+        go to ``on_rejected`` inside the transaction: if it raises, nothing commits."""
         try:
             conn = self._connection()
             with conn.transaction():
-                return self._apply(conn, records, next_offsets)
+                return self._apply(conn, records, next_offsets, on_rejected)
         except (
             psycopg.OperationalError,
             psycopg.errors.DeadlockDetected,
@@ -159,23 +170,29 @@ class ProfileStore:
         conn: psycopg.Connection[Any],
         records: Sequence[Positioned],
         next_offsets: dict[int, int],
+        on_rejected: RejectHandler,
     ) -> ApplyResult:
         partitions = sorted(next_offsets)
         args = {"topic": self._topic, "partitions": partitions}
         conn.execute(_LOCK_OFFSETS, args)
         stored = {int(p): int(o) for p, o in conn.execute(_SELECT_OFFSETS, args).fetchall()}
-        fresh = [r.event for r in records if r.offset >= stored.get(r.partition, 0)]
-        already = len(records) - len(fresh)
+        todo = [r for r in records if r.offset >= stored.get(r.partition, 0)]
+        fresh = [r.event for r in todo]
         plan = BatchPlan()
         if fresh:
             plan = self._plan(conn, fresh)
+        rejected = tuple(todo[i] for i in plan.rejected)
+        if rejected:
+            on_rejected(rejected)
         with conn.pipeline():
             self._write(conn, plan)
             conn.execute(
                 _SAVE_OFFSETS,
                 args | {"offsets": [next_offsets[p] for p in partitions]},
             )
-        return ApplyResult(tuple(fresh), already, plan.conflicts)
+        refused = set(plan.rejected)
+        applied = tuple(e for i, e in enumerate(fresh) if i not in refused)
+        return ApplyResult(applied, len(records) - len(todo), plan.conflicts, rejected)
 
     @staticmethod
     def _plan(conn: psycopg.Connection[Any], fresh: list[IdentifyEvent]) -> BatchPlan:
@@ -189,7 +206,12 @@ class ProfileStore:
         wanted = sorted(rows_to_load(fresh, links))
         loaded = {
             row[0]: StoredProfile(
-                row[0], row[1], row[2], Profile.from_stored(row[3], row[4], row[5], set()), row[6]
+                row[0],
+                row[1],
+                row[2],
+                Profile.from_stored(orjson.loads(row[3]), orjson.loads(row[4]), row[5], set()),
+                row[6],
+                traits_bytes=len(row[3].encode()),
             )
             for row in conn.execute(_SELECT_PROFILES, (wanted,)).fetchall()
         }

@@ -37,6 +37,8 @@ class DeadLetter:
 @dataclass(slots=True)
 class Split:
     records: list[Positioned] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)
+    """The message each record was decoded from, position for position."""
     dead: list[DeadLetter] = field(default_factory=list)
 
 
@@ -51,6 +53,7 @@ def split(messages: Sequence[Message], schemas: SchemaSource) -> Split:
             result.dead.append(DeadLetter(message, exc.reason, exc.message))
             continue
         result.records.append(Positioned(int(message.partition() or 0), int(message.offset() or 0), event))
+        result.messages.append(message)
     return result
 
 

@@ -23,10 +23,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import TransientError
 from traitstream.metrics import WorkerMetrics
-from traitstream.store.profiles import ProfileStore
-from traitstream.worker.batch import next_offsets, split
+from traitstream.store.profiles import Positioned, ProfileStore
+from traitstream.worker.batch import DeadLetter, next_offsets, split
 from traitstream.worker.dedupe import Deduper
 from traitstream.worker.dlq import DeadLetters
+from traitstream.worker.plan import MAX_TRAITS_BYTES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,7 +147,24 @@ class Worker:
         fresh_flags = self._retry(lambda: self._deduper.first_seen(self._topic, work.records))
         fresh = [r for r, first in zip(work.records, fresh_flags, strict=True) if first]
         offsets = next_offsets(messages)
-        result = self._retry(lambda: self._store.apply(fresh, offsets))
+
+        def dead_letter_oversized(records: Sequence[Positioned]) -> None:
+            by_position = {
+                (r.partition, r.offset): m for r, m in zip(work.records, work.messages, strict=True)
+            }
+            self._dlq.send(
+                [
+                    DeadLetter(
+                        by_position[(r.partition, r.offset)],
+                        "profile_too_large",
+                        f"applying it could grow the profile's traits past {MAX_TRAITS_BYTES} bytes",
+                    )
+                    for r in records
+                ]
+            )
+            self._deduper.release(records)
+
+        result = self._retry(lambda: self._store.apply(fresh, offsets, dead_letter_oversized))
         self._consumer.commit(
             offsets=[TopicPartition(self._topic, p, o) for p, o in offsets.items()],
             asynchronous=True,
@@ -155,9 +173,11 @@ class Worker:
         m = self._metrics
         m.events.labels("applied").inc(len(result.applied))
         m.events.labels("duplicate").inc(len(work.records) - len(fresh) + result.already_applied)
-        m.events.labels("dead_lettered").inc(len(work.dead))
+        m.events.labels("dead_lettered").inc(len(work.dead) + len(result.rejected))
         for letter in work.dead:
             m.dead_letters.labels(letter.reason).inc()
+        if result.rejected:
+            m.dead_letters.labels("profile_too_large").inc(len(result.rejected))
         if result.conflicts:
             m.merge_conflicts.inc(result.conflicts)
         for event in result.applied:

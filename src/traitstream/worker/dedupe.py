@@ -27,6 +27,10 @@ class Deduper(Protocol):
 
     def first_seen(self, topic: str, records: Sequence[Positioned]) -> list[bool]: ...
 
+    def release(self, records: Sequence[Positioned]) -> None:
+        """Forget the claims of records that were not applied (so a replay can apply them)."""
+        ...
+
 
 def claim_key(record: Positioned) -> str:
     return f"dedupe:{record.event.workspace_id}:{record.event.event_id}"
@@ -49,6 +53,14 @@ class RedisDeduper:
         except redis.RedisError as exc:
             raise TransientError(f"redis: {exc}", source="redis") from exc
         return [old is None or old == own for old, own in zip(previous, positions, strict=True)]
+
+    def release(self, records: Sequence[Positioned]) -> None:
+        if not records:
+            return
+        try:
+            self._redis.delete(*(claim_key(r) for r in records))
+        except redis.RedisError as exc:
+            raise TransientError(f"redis: {exc}", source="redis") from exc
 
     def ping(self) -> bool:
         try:

@@ -10,6 +10,12 @@ profile brings that profile along (joined trait by trait, newer writes winning) 
 the anonymous profile is deleted. An id linked to a different identified user is
 left where it is and counted as a conflict: two people sharing a device must not
 share a profile.
+
+Size cap: a profile's traits may hold at most ``MAX_TRAITS_BYTES`` of JSON. Before
+an event is applied, the planner bounds the size it could reach (the current size,
+plus every value the event writes, less the values it replaces); an event that
+could pass the cap is rejected whole and dead-lettered by the worker, so no profile
+is ever half-updated and none outgrows the cap.
 """
 
 from __future__ import annotations
@@ -18,8 +24,12 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from traitstream.events import IdentifyEvent, Kind, anonymous_profile_id, user_profile_id
+import orjson
+
+from traitstream.events import JSON, IdentifyEvent, Kind, Op, anonymous_profile_id, user_profile_id
 from traitstream.merge import Profile
+
+MAX_TRAITS_BYTES = 512 * 1024
 
 AnonKey = tuple[str, str]
 """(workspace id, anonymous id)"""
@@ -32,6 +42,8 @@ class StoredProfile:
     user_id: str | None
     profile: Profile
     updated_at_ms: int
+    traits_bytes: int = 2
+    """An upper bound of the size of ``profile.traits`` as JSON."""
 
 
 @dataclass(slots=True)
@@ -41,6 +53,8 @@ class BatchPlan:
     """Deleted before the upserts: an erased profile that is identified again starts fresh."""
     links: dict[AnonKey, uuid.UUID] = field(default_factory=dict)
     conflicts: int = 0
+    rejected: list[int] = field(default_factory=list)
+    """Positions (in the planned events) of events refused for the size cap."""
 
 
 def anon_keys(events: Iterable[IdentifyEvent]) -> set[AnonKey]:
@@ -77,10 +91,12 @@ class _Planner:
         links: Mapping[AnonKey, uuid.UUID],
         profiles: Mapping[uuid.UUID, StoredProfile],
         now_ms: int,
+        max_traits_bytes: int,
     ) -> None:
         self.links = dict(links)
         self.rows = dict(profiles)
         self.now_ms = now_ms
+        self.max_traits_bytes = max_traits_bytes
         self.plan = BatchPlan()
 
     def _touch(self, row: StoredProfile) -> StoredProfile:
@@ -115,14 +131,36 @@ class _Planner:
                 self.links.get((event.workspace_id, anon)) or anonymous_profile_id(event.workspace_id, anon)
             )
 
-    def identify(self, event: IdentifyEvent) -> None:
+    def _target_id(self, event: IdentifyEvent) -> uuid.UUID:
+        """The user's profile; for anonymous events, the profile the first id is linked to."""
         ws = event.workspace_id
-        if event.user_id is None:
-            key = (ws, event.anonymous_ids[0])
-            target_id = self.links.get(key) or anonymous_profile_id(ws, key[1])
-            target = self._row(target_id, ws, None)
-        else:
-            target = self._row(user_profile_id(ws, event.user_id), ws, event.user_id)
+        if event.user_id is not None:
+            return user_profile_id(ws, event.user_id)
+        anon = event.anonymous_ids[0]
+        return self.links.get((ws, anon)) or anonymous_profile_id(ws, anon)
+
+    def _absorbable(self, event: IdentifyEvent, target: StoredProfile) -> list[StoredProfile]:
+        rows = []
+        for anon in event.anonymous_ids:
+            linked = self.links.get((event.workspace_id, anon))
+            other = None if linked is None or linked == target.profile_id else self.rows.get(linked)
+            if other is not None and other.user_id is None:
+                rows.append(other)
+        return rows
+
+    def identify(self, event: IdentifyEvent) -> bool:
+        """Apply one identify; False when it was refused for the size cap (nothing changed)."""
+        ws = event.workspace_id
+        target_id = self._target_id(event)
+        existed = target_id in self.rows
+        target = self._row(target_id, ws, event.user_id)
+        bound = target.traits_bytes + growth_bound(target.profile.traits, event)
+        bound += sum(row.traits_bytes for row in self._absorbable(event, target))
+        if bound > self.max_traits_bytes:
+            if not existed:
+                del self.rows[target.profile_id]
+            return False
+        target.traits_bytes = bound
         for anon in event.anonymous_ids:
             key = (ws, anon)
             linked = self.links.get(key)
@@ -146,6 +184,24 @@ class _Planner:
             a for a in target.profile.anonymous_ids if self.links.get((ws, a)) == target.profile_id
         }
         self._touch(target)
+        return True
+
+
+def _json_size(value: JSON) -> int:
+    return len(orjson.dumps(value))
+
+
+def growth_bound(traits: Mapping[str, JSON], event: IdentifyEvent) -> int:
+    """How much ``event`` can grow ``traits`` as JSON, at most (never less than the truth)."""
+    growth = 0
+    for op in event.operations:
+        if op.trait is None or op.op is Op.UNSET:
+            continue
+        added = _json_size(op.value) + len(op.trait.encode()) + 8
+        if op.op is Op.SET and op.trait in traits:
+            added -= _json_size(traits[op.trait]) + len(op.trait.encode()) + 6
+        growth += max(added, 0) if op.op is not Op.REMOVE else 0
+    return growth
 
 
 def plan_batch(
@@ -153,12 +209,13 @@ def plan_batch(
     links: Mapping[AnonKey, uuid.UUID],
     profiles: Mapping[uuid.UUID, StoredProfile],
     now_ms: int,
+    max_traits_bytes: int = MAX_TRAITS_BYTES,
 ) -> BatchPlan:
     """Apply ``events`` in order to the loaded profiles; return every write to make."""
-    planner = _Planner(links, profiles, now_ms)
-    for event in events:
+    planner = _Planner(links, profiles, now_ms, max_traits_bytes)
+    for index, event in enumerate(events):
         if event.kind is Kind.ERASE:
             planner.erase(event)
-        else:
-            planner.identify(event)
+        elif not planner.identify(event):
+            planner.plan.rejected.append(index)
     return planner.plan

@@ -1,0 +1,189 @@
+"""Batch planning: anonymous-to-user merges, conflicts, erasure and the size cap."""
+
+from __future__ import annotations
+
+import uuid
+
+from traitstream.events import IdentifyEvent, Kind, Op, Operation, anonymous_profile_id, user_profile_id
+from traitstream.merge import Profile
+from traitstream.worker.plan import (
+    AnonKey,
+    StoredProfile,
+    lock_names,
+    plan_batch,
+    rows_to_load,
+)
+
+WS = "ws"
+NOW = 1_000
+
+
+def ev(
+    t: int,
+    user: str | None = None,
+    anon: tuple[str, ...] = (),
+    kind: Kind = Kind.IDENTIFY,
+    **traits: object,
+) -> IdentifyEvent:
+    return IdentifyEvent(
+        workspace_id=WS,
+        user_id=user,
+        anonymous_ids=anon,
+        dialect="test",
+        event_time_ms=t,
+        received_time_ms=t,
+        response_id=f"r{t}",
+        kind=kind,
+        operations=tuple(Operation(Op.SET, k, v) for k, v in traits.items()),
+    )
+
+
+class Store:
+    """Applies plans to in-memory rows, as the Postgres store does, batch after batch."""
+
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, StoredProfile] = {}
+        self.links: dict[AnonKey, uuid.UUID] = {}
+
+    def run(self, *events: IdentifyEvent, cap: int = 512 * 1024) -> list[int]:
+        wanted = rows_to_load(events, self.links)
+        loaded = {i: self.rows[i] for i in wanted if i in self.rows}
+        plan = plan_batch(events, dict(self.links), loaded, NOW, cap)
+        for pid in plan.deletes:
+            self.rows.pop(pid, None)
+            self.links = {k: v for k, v in self.links.items() if v != pid}
+        self.rows.update(plan.upserts)
+        self.links.update(plan.links)
+        return plan.rejected
+
+    def traits(self, pid: uuid.UUID) -> dict:
+        return self.rows[pid].profile.traits
+
+
+USER = user_profile_id(WS, "u1")
+ANON = anonymous_profile_id(WS, "d1")
+
+
+def test_anonymous_events_build_an_anonymous_profile() -> None:
+    store = Store()
+    store.run(ev(1, anon=("d1",), plan="free"))
+    assert store.traits(ANON) == {"plan": "free"}
+    assert store.rows[ANON].user_id is None
+    assert store.links[(WS, "d1")] == ANON
+
+
+def test_identify_with_the_anonymous_id_merges_the_anonymous_profile() -> None:
+    store = Store()
+    store.run(ev(1, anon=("d1",), plan="free", referrer="ad"))
+    store.run(ev(2, user="u1", anon=("d1",), plan="pro"))
+    assert ANON not in store.rows
+    assert store.traits(USER) == {"plan": "pro", "referrer": "ad"}
+    assert store.links[(WS, "d1")] == USER
+    # Later anonymous events of that device go to the user's profile.
+    store.run(ev(3, anon=("d1",), theme="dark"))
+    assert store.traits(USER)["theme"] == "dark"
+    assert ANON not in store.rows
+
+
+def test_merge_keeps_the_newer_value_per_trait() -> None:
+    store = Store()
+    store.run(ev(10, user="u1", plan="enterprise"))
+    store.run(ev(5, anon=("d1",), plan="free", color="red"))
+    store.run(ev(7, user="u1", anon=("d1",)))
+    assert store.traits(USER) == {"plan": "enterprise", "color": "red"}
+
+
+def test_same_batch_merge_matches_separate_batches() -> None:
+    events = [ev(1, anon=("d1",), a=1), ev(2, user="u1", anon=("d1",), b=2), ev(3, anon=("d1",), c=3)]
+    together, apart = Store(), Store()
+    together.run(*events)
+    for e in events:
+        apart.run(e)
+    assert together.traits(USER) == apart.traits(USER) == {"a": 1, "b": 2, "c": 3}
+    assert together.links == apart.links
+
+
+def test_an_id_of_another_user_is_not_merged_and_counts_as_conflict() -> None:
+    store = Store()
+    store.run(ev(1, user="u1", anon=("d1",), who="one"))
+    wanted = rows_to_load([ev(2, user="u2", anon=("d1",))], store.links)
+    plan = plan_batch(
+        [ev(2, user="u2", anon=("d1",), who="two")],
+        store.links,
+        {i: store.rows[i] for i in wanted if i in store.rows},
+        NOW,
+    )
+    assert plan.conflicts == 1
+    assert (WS, "d1") not in plan.links
+    u2 = user_profile_id(WS, "u2")
+    assert plan.upserts[u2].profile.traits == {"who": "two"}
+    assert plan.upserts[u2].profile.anonymous_ids == set()
+    assert USER not in plan.upserts
+
+
+def test_erase_removes_profile_and_links_and_a_later_identify_starts_fresh() -> None:
+    store = Store()
+    store.run(ev(1, user="u1", anon=("d1",), plan="pro"))
+    store.run(ev(2, user="u1", kind=Kind.ERASE))
+    assert USER not in store.rows and (WS, "d1") not in store.links
+    store.run(ev(3, user="u1", plan="free"))
+    assert store.traits(USER) == {"plan": "free"}
+
+
+def test_erase_then_identify_in_one_batch() -> None:
+    store = Store()
+    store.run(ev(1, user="u1", old=True))
+    wanted = rows_to_load([ev(2, user="u1")], store.links)
+    plan = plan_batch(
+        [ev(2, user="u1", kind=Kind.ERASE), ev(3, user="u1", new=True)],
+        store.links,
+        {i: store.rows[i] for i in wanted},
+        NOW,
+    )
+    # Deleted first (dropping its identities), then written fresh.
+    assert USER in plan.deletes
+    assert plan.upserts[USER].profile.traits == {"new": True}
+
+
+def test_size_cap_refuses_the_whole_event_and_nothing_else() -> None:
+    store = Store()
+    rejected = store.run(
+        ev(1, user="u1", small="x"),
+        ev(2, user="u1", big="y" * 900, other="z"),
+        ev(3, user="u2", fine="ok"),
+        cap=600,
+    )
+    assert rejected == [1]
+    assert store.traits(USER) == {"small": "x"}
+    assert store.traits(user_profile_id(WS, "u2")) == {"fine": "ok"}
+
+
+def test_size_cap_counts_what_is_already_stored() -> None:
+    store = Store()
+    store.run(ev(1, user="u1", a="x" * 400), cap=600)
+    stored = store.rows[USER]
+    stored.traits_bytes = len('{"a":"' + "x" * 400 + '"}')
+    assert store.run(ev(2, user="u1", b="y" * 300), cap=600) == [0]
+    # Overwriting a value with one of the same size fits.
+    assert store.run(ev(3, user="u1", a="z" * 400), cap=600) == []
+    assert store.traits(USER) == {"a": "z" * 400}
+
+
+def test_a_refused_anonymous_event_creates_no_profile() -> None:
+    store = Store()
+    assert store.run(ev(1, anon=("d1",), big="x" * 1000), cap=100) == [0]
+    assert store.rows == {} and store.links == {}
+
+
+def test_lock_names_are_sorted_and_cover_users_and_anonymous_ids() -> None:
+    names = lock_names([ev(1, user="b", anon=("z",)), ev(2, anon=("a",)), ev(3, user="b")])
+    assert names == sorted(names)
+    assert len(names) == 3
+
+
+def test_profile_state_round_trip_through_storage_keeps_merge_rules() -> None:
+    profile = Profile()
+    profile.apply_event(ev(5, user="u1", plan="pro"))
+    stored = Profile.from_stored(profile.traits, profile.meta(), profile.created_at_ms, set())
+    stored.apply_event(ev(3, user="u1", plan="old"))
+    assert stored.traits == {"plan": "pro"}
