@@ -56,6 +56,7 @@ def _edge(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient
     from prometheus_client import start_http_server
 
     from traitstream.edge.app import schema_source
@@ -71,6 +72,7 @@ def _worker(args: argparse.Namespace) -> int:
     start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
     worker = Worker(
         Consumer(consumer_config(settings.kafka_bootstrap, settings.group_id, settings.session_timeout_ms)),
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
         settings.topic,
         schema_source(settings),
         RedisDeduper(settings.redis_url, settings.dedupe_ttl_s),

@@ -58,14 +58,23 @@ RejectHandler = Callable[[Sequence[Positioned]], None]
 
 
 _LOCK_OFFSETS = """
-INSERT INTO applied_offsets (topic, partition, next_offset)
-SELECT %(topic)s, p, 0 FROM unnest(%(partitions)s::int[]) AS p
+INSERT INTO applied_offsets (topic, partition, next_offset, topic_id)
+SELECT %(topic)s, p, 0, %(topic_id)s FROM unnest(%(partitions)s::int[]) AS p
 ON CONFLICT DO NOTHING
 """
 _SELECT_OFFSETS = """
 SELECT partition, next_offset FROM applied_offsets
 WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
 ORDER BY partition FOR UPDATE
+"""
+_FORGET_OTHER_TOPIC = """
+DELETE FROM applied_offsets
+WHERE topic = %(topic)s AND partition = ANY(%(partitions)s) AND topic_id <> %(topic_id)s
+"""
+_SELECT_ASSIGNED = """
+UPDATE applied_offsets SET topic_id = coalesce(%(topic_id)s, topic_id)
+WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
+RETURNING partition, next_offset
 """
 _ADVISORY = """
 SELECT pg_advisory_xact_lock(k) FROM (
@@ -116,6 +125,7 @@ class ProfileStore:
         self._url = url
         self._topic = topic
         self._conn: psycopg.Connection[Any] | None = None
+        self._topic_id: str | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -127,16 +137,23 @@ class ProfileStore:
             self._conn = _connect(self._url)
         return self._conn
 
-    def applied_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
-        """The next offset to apply for each partition that has one (for seeking on assignment)."""
+    def applied_offsets(self, partitions: Sequence[int], topic_id: str | None) -> dict[int, int]:
+        """The next offset to apply for each of ``partitions`` that has one, and from now
+        on the topic's identity for them. Offsets recorded under another ``topic_id`` (a
+        topic deleted and created again) are forgotten: its offsets started over."""
         try:
             conn = self._connection()
             with conn.transaction():
-                rows = conn.execute(
-                    "SELECT partition, next_offset FROM applied_offsets"
-                    " WHERE topic = %s AND partition = ANY(%s)",
-                    (self._topic, list(partitions)),
-                ).fetchall()
+                args = {"topic": self._topic, "partitions": list(partitions), "topic_id": topic_id}
+                self._topic_id = topic_id
+                forgotten = conn.execute(_FORGET_OTHER_TOPIC, args)
+                if forgotten.rowcount:
+                    log.warning(
+                        "topic %s was created anew; %d partition offsets start over",
+                        self._topic,
+                        forgotten.rowcount,
+                    )
+                rows = conn.execute(_SELECT_ASSIGNED, args).fetchall()
         except psycopg.Error as exc:
             self.close()
             raise TransientError(f"postgres: {exc}", source="postgres") from exc
@@ -173,7 +190,7 @@ class ProfileStore:
         on_rejected: RejectHandler,
     ) -> ApplyResult:
         partitions = sorted(next_offsets)
-        args = {"topic": self._topic, "partitions": partitions}
+        args = {"topic": self._topic, "partitions": partitions, "topic_id": self._topic_id}
         conn.execute(_LOCK_OFFSETS, args)
         stored = {int(p): int(o) for p, o in conn.execute(_SELECT_OFFSETS, args).fetchall()}
         todo = [r for r in records if r.offset >= stored.get(r.partition, 0)]

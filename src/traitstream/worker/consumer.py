@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import TransientError
@@ -57,6 +58,7 @@ class Worker:
     def __init__(
         self,
         consumer: Consumer,
+        admin: AdminClient,
         topic: str,
         schemas: SchemaSource,
         deduper: Deduper,
@@ -69,6 +71,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._consumer = consumer
+        self._admin = admin
         self._topic = topic
         self._schemas = schemas
         self._deduper = deduper
@@ -121,12 +124,21 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("assigned").inc(len(partitions))
-        stored = self._retry(lambda: self._store.applied_offsets([p.partition for p in partitions]))
+        topic_id = self._retry(self._topic_id)
+        stored = self._retry(lambda: self._store.applied_offsets([p.partition for p in partitions], topic_id))
         for tp in partitions:
             if tp.partition in stored:
                 tp.offset = stored[tp.partition]
         consumer.assign(partitions)
         log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)})
+
+    def _topic_id(self) -> str | None:
+        """The broker's id of the topic (None when the broker has none to give)."""
+        try:
+            futures = self._admin.describe_topics(TopicCollection([self._topic]), request_timeout=10)
+            return str(futures[self._topic].result().topic_id) or None
+        except KafkaException as exc:
+            raise TransientError(f"describing topic {self._topic}: {exc}", source="kafka") from exc
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("revoked").inc(len(partitions))
