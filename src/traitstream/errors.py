@@ -52,6 +52,12 @@ class NotFound(RequestError):
     status = 404
 
 
+class InternalError(RequestError):
+    """A fault of ours (500); the request was not accepted."""
+
+    status = 500
+
+
 class Unavailable(RequestError):
     """A dependency (the broker, the database) cannot take the request now (503)."""
 

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from traitstream.dialects.common import Envelope
 from traitstream.edge.auth import Authenticator
 from traitstream.edge.publisher import Publisher
-from traitstream.errors import RequestError
+from traitstream.errors import InternalError, RequestError
 from traitstream.metrics import EdgeMetrics
 from traitstream.store.reads import ProfileReader
 
@@ -69,9 +69,8 @@ class EdgeContext:
             response = json_response(error_shape(exc, response_id), exc.status)
         except Exception:
             log.exception("request failed", extra={"response_id": response_id, "dialect": dialect})
-            error = RequestError("internal error; the identify was not accepted")
-            error.status = 500
-            response = json_response(error_shape(error, response_id), 500)
+            error = InternalError("internal error; nothing was accepted")
+            response = json_response(error_shape(error, response_id), error.status)
         finally:
             self.metrics.in_flight.dec()
         self.metrics.request_seconds.observe(time.perf_counter() - started)
