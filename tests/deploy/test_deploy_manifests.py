@@ -294,6 +294,8 @@ def test_compose_app_environment(compose: dict) -> None:
         svc = services[name]
         assert required <= set(svc["environment"]), name
         assert svc["environment"]["TRAITSTREAM_TOPIC"] == "identify"
+        assert svc["environment"]["TRAITSTREAM_HTTP_HOST"] == "0.0.0.0"
+        assert svc["environment"]["TRAITSTREAM_METRICS_HOST"] == "0.0.0.0"
         build = svc["build"]
         context = (COMPOSE.parent / build["context"]).resolve()
         assert context == ROOT
@@ -472,6 +474,9 @@ def test_k8s_migrate_job() -> None:
 def test_k8s_configmap_matches_ports() -> None:
     data = k8s_one("ConfigMap", "traitstream-config")["data"]
     assert data["TRAITSTREAM_HTTP_PORT"] == "8080"
+    # The defaults listen on loopback only, which no probe or Service could reach.
+    assert data["TRAITSTREAM_HTTP_HOST"] == "0.0.0.0"
+    assert data["TRAITSTREAM_METRICS_HOST"] == "0.0.0.0"
     assert data["TRAITSTREAM_METRICS_PORT"] == "9108"
     assert data["TRAITSTREAM_TOPIC"] == "identify"
     secret = k8s_one("Secret", "traitstream-secrets")
