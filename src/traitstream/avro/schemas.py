@@ -12,13 +12,22 @@ import json
 import threading
 from importlib import resources
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 from fastavro import parse_schema
 
-from traitstream.errors import InvalidRecord, TransientError
+from traitstream.errors import InvalidRecord, TraitstreamError, TransientError
 
 LOCAL_SCHEMA_ID = 1
+
+# What Confluent's own clients send; every compatible registry accepts it.
+_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+_ACCEPT = (
+    "application/vnd.schemaregistry.v1+json, application/vnd.schemaregistry+json; qs=0.9, "
+    "application/json; qs=0.5"
+)
+_SCHEMA_NOT_FOUND = 40403
 
 
 def load_v1_text() -> str:
@@ -65,28 +74,50 @@ class LocalSchemas:
 
 
 class RegistrySchemas:
-    """A Confluent-compatible schema registry (``/subjects/…/versions``, ``/schemas/ids/…``)."""
+    """A Confluent-compatible schema registry (``/subjects/…/versions``, ``/schemas/ids/…``).
+
+    Only a 404 with the registry's own "schema not found" code (40403) makes an id
+    unknown, and only a schema that is not Avro makes a record invalid: any other
+    answer (5xx, a proxy's 404, a body that is not the registry's JSON) says nothing
+    about the record, so it is a ``TransientError`` and the batch waits instead of
+    being dead-lettered. Credentials may be given in the URL (``https://user:secret@host``).
+    """
 
     def __init__(self, url: str, subject: str, *, timeout: float = 5.0) -> None:
-        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self._url = url.rstrip("/")
+        self._client = httpx.Client(base_url=self._url, timeout=timeout, headers={"Accept": _ACCEPT})
         self._subject = subject
         self._cache: dict[int, Any] = {}
         self._lock = threading.Lock()
         text = load_v1_text()
+        self._writer_id = self._register(subject, text)
+        self._cache[self._writer_id] = parse(text)
+
+    def _register(self, subject: str, text: str) -> int:
+        """POST the bundled schema; the registry answers the id it already has for an
+        identical schema, so registering on every start is idempotent."""
+        where = f"schema registry at {_safe_url(self._url)}: cannot register {subject}"
         try:
             response = self._client.post(
-                f"/subjects/{subject}/versions",
-                json={"schema": text},
-                headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+                f"/subjects/{quote(subject, safe='')}/versions",
+                content=json.dumps({"schema": text}),
+                headers={"Content-Type": _CONTENT_TYPE},
             )
-            response.raise_for_status()
         except httpx.HTTPError as exc:
+            raise TransientError(f"{where}: {exc}", source="schema_registry") from exc
+        if response.status_code != 200:
+            detail = f"{where}: answered {response.status_code}: {_detail(response)}"
+            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                # Incompatible (409) or invalid (422) schema, bad credentials: retrying
+                # cannot help; the operator must change the registry or its settings.
+                raise TraitstreamError(detail)
+            raise TransientError(detail, source="schema_registry")
+        schema_id = _json_object(response).get("id")
+        if not isinstance(schema_id, int) or isinstance(schema_id, bool):
             raise TransientError(
-                f"schema registry at {url}: cannot register {subject}: {exc}",
-                source="schema_registry",
-            ) from exc
-        self._writer_id = int(response.json()["id"])
-        self._cache[self._writer_id] = parse(text)
+                f"{where}: no schema id in {response.text[:200]!r}", source="schema_registry"
+            )
+        return schema_id
 
     @property
     def writer_id(self) -> int:
@@ -101,14 +132,55 @@ class RegistrySchemas:
             response = self._client.get(f"/schemas/ids/{schema_id}")
         except httpx.HTTPError as exc:
             raise TransientError(f"schema registry unreachable: {exc}", source="schema_registry") from exc
-        if response.status_code == 404:
+        body = _json_object(response)
+        if response.status_code == 404 and body.get("error_code") == _SCHEMA_NOT_FOUND:
             raise InvalidRecord("unknown_schema_id", f"schema id {schema_id} is not in the registry")
-        if response.status_code >= 400:
-            raise TransientError(f"schema registry answered {response.status_code}", source="schema_registry")
-        schema = parse(response.json()["schema"])
+        if response.status_code != 200:
+            raise TransientError(
+                f"schema registry answered {response.status_code} for schema id {schema_id}: "
+                f"{_detail(response)}",
+                source="schema_registry",
+            )
+        text = body.get("schema")
+        if not isinstance(text, str):
+            raise TransientError(
+                f"schema registry answered schema id {schema_id} without a schema: {response.text[:200]!r}",
+                source="schema_registry",
+            )
+        schema_type = body.get("schemaType", "AVRO")
+        if schema_type != "AVRO":
+            raise InvalidRecord("not_avro", f"schema id {schema_id} is a {schema_type} schema, not Avro")
+        try:
+            schema = parse(text)
+        except Exception as exc:  # json and fastavro raise many types for a bad schema
+            raise InvalidRecord(
+                "not_avro", f"schema id {schema_id} is not a valid Avro schema: {exc}"
+            ) from exc
         with self._lock:
             self._cache[schema_id] = schema
         return schema
 
     def close(self) -> None:
         self._client.close()
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _detail(response: httpx.Response) -> str:
+    """The registry's own error message (``{"error_code": …, "message": …}``), else the body's start."""
+    body = _json_object(response)
+    if "message" in body:
+        return f"{body['message']} (error code {body.get('error_code')})"
+    return repr(response.text[:200])
+
+
+def _safe_url(url: str) -> str:
+    """The URL without credentials, for messages and logs."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
