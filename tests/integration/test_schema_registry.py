@@ -419,14 +419,30 @@ def test_a_registry_outage_delays_records_but_never_dead_letters_them(
 
 def test_registration_is_idempotent(registry: RegistryApi) -> None:
     first = RegistrySchemas(registry.url, "traitstream-test-client-value")
-    first.close()
     again = RegistrySchemas(registry.url, "traitstream-test-client-value")
-    again.close()
-    assert (
-        first.writer_id
-        == again.writer_id
-        == registry.register("traitstream-test-client-value", load_v1_text())
-    )
+    try:
+        assert (
+            first.writer_id
+            == again.writer_id
+            == registry.register("traitstream-test-client-value", load_v1_text())
+        )
+    finally:
+        first.close()
+        again.close()
+
+
+def test_readers_never_register(registry: RegistryApi, fake_or_none: ConfluentShapedRegistry | None) -> None:
+    """Only writers register: a worker runs with read-only registry credentials and
+    starts while the registry is down."""
+    if fake_or_none is None:
+        pytest.skip("needs the in-test registry to see every request")
+    reader = RegistrySchemas(registry.url, "traitstream-test-reader-value")
+    try:
+        known = registry.register("traitstream-test-other-value", load_v1_text())
+        reader.writer_schema(known)
+    finally:
+        reader.close()
+    assert fake_or_none.seen("POST", "/subjects/traitstream-test-reader-value/versions") == []
 
 
 def test_unknown_and_non_avro_ids_make_the_record_invalid(registry: RegistryApi) -> None:
@@ -469,13 +485,15 @@ def test_answers_that_say_nothing_about_the_record_are_transient(
 
 
 def test_a_registry_at_a_wrong_path_refuses_to_start(registry: RegistryApi) -> None:
+    source = RegistrySchemas(f"{registry.url}/no-registry-here", "traitstream-test-client-value")
     with pytest.raises(TraitstreamError) as caught:
-        RegistrySchemas(f"{registry.url}/no-registry-here", "traitstream-test-client-value")
+        _ = source.writer_id
     assert not isinstance(caught.value, TransientError)
     assert "404" in str(caught.value)
 
 
 def test_an_unreachable_registry_is_transient() -> None:
+    source = RegistrySchemas(f"http://127.0.0.1:{free_port()}", "traitstream-test-client-value", timeout=2)
     with pytest.raises(TransientError) as caught:
-        RegistrySchemas(f"http://127.0.0.1:{free_port()}", "traitstream-test-client-value", timeout=2)
+        _ = source.writer_id
     assert caught.value.source == "schema_registry"

@@ -89,9 +89,7 @@ class RegistrySchemas:
         self._subject = subject
         self._cache: dict[int, Any] = {}
         self._lock = threading.Lock()
-        text = load_v1_text()
-        self._writer_id = self._register(subject, text)
-        self._cache[self._writer_id] = parse(text)
+        self._writer_id: int | None = None
 
     def _register(self, subject: str, text: str) -> int:
         """POST the bundled schema; the registry answers the id it already has for an
@@ -121,6 +119,14 @@ class RegistrySchemas:
 
     @property
     def writer_id(self) -> int:
+        """Registers the bundled schema on first use: only writers register, so readers
+        work with read-only registry credentials and start while the registry is down."""
+        if self._writer_id is None:
+            text = load_v1_text()
+            schema_id = self._register(self._subject, text)
+            with self._lock:
+                self._cache[schema_id] = parse(text)
+            self._writer_id = schema_id
         return self._writer_id
 
     def writer_schema(self, schema_id: int) -> Any:
