@@ -24,6 +24,7 @@ class CommonSettings(BaseSettings):
         None, description="Confluent-compatible schema registry URL (optional)"
     )
     log_format: str = Field("auto", description="json, text, or auto (json when not a terminal)")
+    log_level: str = Field("info", description="debug, info, warning or error")
 
     @property
     def dlq_topic(self) -> str:

@@ -64,6 +64,7 @@ def _child_env(settings: DevSettings, **extra: str) -> dict[str, str]:
         TRAITSTREAM_HTTP_HOST=settings.http_host,
         TRAITSTREAM_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
         TRAITSTREAM_LOG_FORMAT=settings.log_format,
+        TRAITSTREAM_LOG_LEVEL=settings.log_level,
     )
     if settings.schema_registry_url:
         env["TRAITSTREAM_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url

@@ -131,3 +131,10 @@ def test_profile_read_404_and_metrics(stack: Stack) -> None:
         "traitstream_end_to_end_seconds",
     ):
         assert name in worker_text
+
+
+def test_every_answer_carries_the_response_id_header(stack: Stack) -> None:
+    ok = stack.post("/api/identify", {"user_id": "header-check"})
+    assert ok.headers["X-Response-Id"] == ok.json()["response_id"]
+    refused = httpx.post(f"{stack.url}/api/identify", json={"user_id": "x"})
+    assert refused.headers["X-Response-Id"] == refused.json()["response_id"]

@@ -73,6 +73,8 @@ class EdgeContext:
             response = json_response(error_shape(error, response_id), error.status)
         finally:
             self.metrics.in_flight.dec()
+        # Every dialect's answer carries the id, even those whose body has no room for it.
+        response.headers["X-Response-Id"] = response_id
         self.metrics.request_seconds.observe(time.perf_counter() - started)
         self.metrics.requests.labels(dialect, str(response.status_code)).inc()
         return response
