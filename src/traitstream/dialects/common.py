@@ -17,6 +17,9 @@ MAX_EVENTS_PER_REQUEST = 2_000
 MAX_EVENT_BYTES = 32 * 1024
 MAX_DEPTH = 40
 MAX_ID_CHARS = 255
+# Event times must stay inside what a timestamp-millis reader turns back into a date.
+MIN_TIME_MS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+MAX_TIME_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp() * 1000)
 
 _SHORT_YEAR = re.compile(r"^(\d{2})-(\d{2})-(\d{2})(?=T|$)")
 
@@ -42,14 +45,23 @@ def load_json(body: bytes) -> JSON:
 
 
 def as_items(
-    payload: JSON, what: str, body_size: int, max_event_bytes: int = MAX_EVENT_BYTES
+    payload: JSON,
+    what: str,
+    body_size: int,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+    *,
+    plural: str | None = None,
+    unit: str = "identify",
 ) -> list[dict[str, Any]]:
-    """One object or an array of them; enforces the count and per-item size limits."""
+    """One object or an array of them; enforces the count and per-item size limits.
+    Errors call an item ``what[i]``, the items ``plural`` and each a ``unit``."""
     items = payload if isinstance(payload, list) else [payload]
     if not items:
-        raise InvalidRequest(f"the {what} array is empty")
+        raise InvalidRequest(f"the {what} array is empty", field=what)
     if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise LimitExceeded(f"{len(items)} {what}s in one request; the limit is {MAX_EVENTS_PER_REQUEST}")
+        raise LimitExceeded(
+            f"{len(items)} {plural or what + 's'} in one request; the limit is {MAX_EVENTS_PER_REQUEST}"
+        )
     for index, item in enumerate(items):
         where = f"{what}[{index}]" if isinstance(payload, list) else what
         if not isinstance(item, dict):
@@ -59,7 +71,7 @@ def as_items(
             size = len(orjson.dumps(item))
             if size > max_event_bytes:
                 raise LimitExceeded(
-                    f"{where} is {size} bytes; the limit is {max_event_bytes} bytes per identify"
+                    f"{where} is {size} bytes; the limit is {max_event_bytes} bytes per {unit}"
                 )
     return items
 
@@ -94,6 +106,26 @@ def check_depth(value: JSON, field: str, limit: int = MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
+def check_value(value: JSON, field: str, limit: int = MAX_DEPTH) -> None:
+    """Depth (413) and content (400) checks for a value bound for the profile store:
+    PostgreSQL text and jsonb cannot hold U+0000, so it is refused here, where the
+    client can still be told, rather than failing a worker later."""
+    check_depth(value, field, limit)
+    stack: list[tuple[JSON, str]] = [(value, field)]
+    while stack:
+        current, where = stack.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                raise InvalidRequest(f"{where} contains a NUL character (U+0000)", field=field)
+        elif isinstance(current, dict):
+            for key, child in current.items():
+                if "\x00" in key:
+                    raise InvalidRequest(f"{where} has a key with a NUL character (U+0000)", field=field)
+                stack.append((child, f"{where}.{key}"))
+        elif isinstance(current, list):
+            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(current))
+
+
 def required_id(item: dict[str, Any], field: str, where: str) -> str:
     value = item.get(field)
     if value is None:
@@ -111,6 +143,8 @@ def id_string(value: JSON, name: str) -> str:
         raise InvalidRequest(f"{name} must be a string, got {type_name(value)}", field=name)
     if not value or len(value) > MAX_ID_CHARS:
         raise InvalidRequest(f"{name} must be 1 to {MAX_ID_CHARS} characters, got {len(value)}", field=name)
+    if "\x00" in value:
+        raise InvalidRequest(f"{name} contains a NUL character (U+0000)", field=name)
     return value
 
 
@@ -120,7 +154,7 @@ def optional_object(item: dict[str, Any], field: str, where: str) -> dict[str, J
         return None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{where}.{field} must be an object, got {type_name(value)}", field=field)
-    check_depth(value, f"{where}.{field}")
+    check_value(value, f"{where}.{field}")
     return value
 
 
@@ -138,7 +172,24 @@ def parse_time_ms(value: JSON, name: str) -> int:
         raise InvalidRequest(f"{name} is not an ISO 8601 date-time: {value!r}", field=name) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return checked_time_ms(int(parsed.timestamp() * 1000), name)
+
+
+def checked_time_ms(value: int, name: str) -> int:
+    if not MIN_TIME_MS <= value <= MAX_TIME_MS:
+        raise InvalidRequest(f"{name} is outside the years 1 to 9999", field=name)
+    return value
+
+
+def epoch_ms(value: JSON, name: str) -> int:
+    """Milliseconds since the epoch, as a JSON number (an integral float is accepted)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(
+            f"{name} must be milliseconds since the epoch (a number), got {type_name(value)}", field=name
+        )
+    if isinstance(value, float) and not value.is_integer():
+        raise InvalidRequest(f"{name} must be a whole number of milliseconds, got {value}", field=name)
+    return checked_time_ms(int(value), name)
 
 
 def fill_name(traits: dict[str, JSON], first: str = "first_name", last: str = "last_name") -> None:

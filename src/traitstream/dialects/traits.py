@@ -132,6 +132,20 @@ ENRICHMENT: dict[str, Check] = {**_ENRICHMENT_STRINGS, "enrichment_phone": _stri
 
 TYPED: dict[str, Check] = RESERVED | ENRICHMENT
 
+# The Segment spec spells the multi-word reserved traits in camelCase; they carry the
+# same types as their snake_case forms above.
+CAMEL_ADDRESS_FIELDS: dict[str, Check] = ADDRESS_FIELDS | {"postalCode": _string_or_number}
+CAMEL_COMPANY_FIELDS: dict[str, Check] = COMPANY_FIELDS | {"employeeCount": _number}
+SEGMENT_TYPED: dict[str, Check] = RESERVED | {
+    "address": _object_of(CAMEL_ADDRESS_FIELDS),
+    "company": _object_of(CAMEL_COMPANY_FIELDS),
+    "firstName": _string,
+    "lastName": _string,
+    "createdAt": _date,
+    "created_at": _date,
+    "id": _string_or_number,
+}
+
 
 def check_typed(traits: Mapping[str, JSON], where: str, types: Mapping[str, Check] = TYPED) -> None:
     """Raise ``InvalidRequest`` naming the first typed trait whose value has the wrong type."""

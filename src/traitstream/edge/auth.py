@@ -15,10 +15,13 @@ from collections.abc import Iterable
 from psycopg_pool import AsyncConnectionPool
 
 from traitstream.errors import Forbidden, Unauthorized
-from traitstream.store.keys import LOOKUP_SQL, ApiKey, hash_key
+from traitstream.store.keys import LOOKUP_SQL, WEBSITE_SQL, ApiKey, hash_key
 
 _MISSING_TTL_S = 2.0
 _CACHE_LIMIT = 100_000
+
+IDENTIFY_SCOPES = ("identify:write", "identify_api", "telemetry_apis")
+"""Any of these lets a key send identifies in the Amplitude, DataFast and Segment dialects."""
 
 
 class Authenticator:
@@ -26,6 +29,7 @@ class Authenticator:
         self._pool = pool
         self._ttl_s = ttl_s
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._websites: dict[tuple[str, str], tuple[float, bool]] = {}
 
     async def resolve(self, secret: str | None, what: str = "API key") -> ApiKey:
         """The key for ``secret``; raises ``Unauthorized`` naming ``what`` when it
@@ -44,6 +48,21 @@ class Authenticator:
         if key is None:
             raise Unauthorized(f"unknown or revoked {what}")
         return key
+
+    async def website_known(self, workspace_id: str, website_id: str) -> bool:
+        """Whether a live key of ``workspace_id`` carries ``website_id``; cached like keys."""
+        now = time.monotonic()
+        cached = self._websites.get((workspace_id, website_id))
+        if cached is not None and cached[0] >= now:
+            return cached[1]
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(WEBSITE_SQL, (workspace_id, website_id))
+            row = await cur.fetchone()
+        known = bool(row and row[0])
+        if len(self._websites) >= _CACHE_LIMIT:
+            self._websites.clear()
+        self._websites[(workspace_id, website_id)] = (now + (self._ttl_s if known else _MISSING_TTL_S), known)
+        return known
 
     async def _lookup(self, secret: str) -> ApiKey | None:
         async with self._pool.connection() as conn:

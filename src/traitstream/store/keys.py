@@ -67,6 +67,13 @@ SELECT key_id, workspace_id, scopes, website_id FROM api_keys
 WHERE key_hash = %s AND revoked_at IS NULL
 """
 
+# A DataFast website exists in a workspace while a live key of that workspace
+# carries its id (``traitstream keys create --website-id``): no table of its own.
+WEBSITE_SQL = """
+SELECT EXISTS (SELECT 1 FROM api_keys
+               WHERE workspace_id = %s AND website_id = %s AND revoked_at IS NULL)
+"""
+
 
 def register(
     conn: psycopg.Connection[Any],

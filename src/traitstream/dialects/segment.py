@@ -1,0 +1,202 @@
+"""Segment-compatible tracking API: ``POST /v1/identify`` and ``POST /v1/batch``.
+
+Only ``identify`` messages change a profile. A batch may also carry ``track``,
+``page``, ``screen``, ``group`` and ``alias`` messages, as Segment's SDKs send them
+together: those are accepted and ignored (the caller counts them), so an SDK
+pointed here keeps working. Reserved traits are checked like their snake_case
+forms (``traits.SEGMENT_TYPED``); ``name`` is filled from ``firstName`` and
+``lastName``; ``createdAt`` is when the user's profile was created.
+
+Event time: ``timestamp``; else ``originalTimestamp`` corrected by the sender's
+clock skew (``sentAt`` against the received time), as Segment does; else the
+received time. ``messageId`` is the dedupe key; ``anonymousId`` is an anonymous id
+of the profile.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from traitstream.dialects.common import (
+    Envelope,
+    as_items,
+    checked_time_ms,
+    fill_name,
+    id_string,
+    load_json,
+    optional_object,
+    parse_time_ms,
+    type_name,
+)
+from traitstream.dialects.traits import SEGMENT_TYPED, check_typed
+from traitstream.errors import InvalidRequest, LimitExceeded
+from traitstream.events import JSON, IdentifyEvent, Op, Operation
+
+DIALECT = "segment"
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+IDENTIFY = "identify"
+IGNORED_TYPES = ("track", "page", "screen", "group", "alias")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A body whose shape and sizes are checked; its messages are not parsed yet."""
+
+    write_key: str | None
+    messages: list[dict[str, Any]]
+    batch: bool
+    context: dict[str, JSON] | None = None
+    sent_at: JSON = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    identifies: tuple[IdentifyEvent, ...]
+    ignored: tuple[str, ...]
+    """The type of each message accepted but not stored."""
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent before ``Content-Encoding`` (gzip or none); stops reading at
+    ``limit + 1`` bytes so that a small bomb cannot take the edge's memory."""
+    scheme = (encoding or "").strip().lower()
+    if scheme in ("", "identity"):
+        return body
+    if scheme not in ("gzip", "x-gzip"):
+        raise InvalidRequest(f"Content-Encoding {encoding!r} is not supported; send gzip or none")
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        return inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidRequest(f"the gzip body does not decompress: {exc}") from exc
+
+
+def read_identify(body: bytes) -> Request:
+    if len(body) > MAX_EVENT_BYTES:
+        raise LimitExceeded(f"the request body exceeds {MAX_EVENT_BYTES} bytes, the limit of 32 KB per event")
+    payload = _object(load_json(body), "body")
+    kind = payload.get("type")
+    if kind is not None and kind != IDENTIFY:
+        raise InvalidRequest(f"body.type must be identify on /v1/identify, got {kind!r}", field="type")
+    return Request(_write_key(payload), [payload], batch=False)
+
+
+def read_batch(body: bytes) -> Request:
+    if len(body) > MAX_BATCH_BYTES:
+        raise LimitExceeded(
+            f"the request body exceeds {MAX_BATCH_BYTES} bytes, the limit of 500 KB per batch"
+        )
+    payload = _object(load_json(body), "body")
+    messages = payload.get("batch")
+    if messages is None:
+        raise InvalidRequest("body.batch is required", field="batch")
+    if not isinstance(messages, list):
+        raise InvalidRequest(f"body.batch must be an array, got {type_name(messages)}", field="batch")
+    items = as_items(messages, "batch", len(body), MAX_EVENT_BYTES, plural="messages", unit="event")
+    return Request(
+        _write_key(payload),
+        items,
+        batch=True,
+        context=optional_object(payload, "context", "body"),
+        sent_at=payload.get("sentAt"),
+    )
+
+
+def parse(request: Request, envelope: Envelope) -> Result:
+    identifies: list[IdentifyEvent] = []
+    ignored: list[str] = []
+    for index, message in enumerate(request.messages):
+        where = f"batch[{index}]" if request.batch else "body"
+        kind = message.get("type")
+        if kind is None and not request.batch:
+            kind = IDENTIFY
+        if kind == IDENTIFY:
+            identifies.append(_identify(message, where, index, request, envelope))
+        elif kind in IGNORED_TYPES:
+            ignored.append(kind)
+        elif kind is None:
+            raise InvalidRequest(f"{where}.type is required", field="type")
+        else:
+            raise InvalidRequest(
+                f"{where}.type must be one of {', '.join((IDENTIFY, *IGNORED_TYPES))}, got {kind!r}",
+                field="type",
+            )
+    return Result(tuple(identifies), tuple(ignored))
+
+
+def _identify(
+    message: dict[str, Any], where: str, index: int, request: Request, envelope: Envelope
+) -> IdentifyEvent:
+    user_id = _id(message, "userId", where)
+    anonymous_id = _id(message, "anonymousId", where)
+    if user_id is None and anonymous_id is None:
+        raise InvalidRequest(f"{where} needs userId or anonymousId", field="userId")
+    traits = dict(optional_object(message, "traits", where) or {})
+    check_typed(traits, f"{where}.traits", SEGMENT_TYPED)
+    fill_name(traits, "firstName", "lastName")
+    fill_name(traits)
+    context = optional_object(message, "context", where)
+    if request.context is not None:
+        context = request.context | (context or {})
+    return IdentifyEvent(
+        workspace_id=envelope.workspace_id,
+        user_id=user_id,
+        anonymous_ids=() if anonymous_id is None else (anonymous_id,),
+        dialect=DIALECT,
+        event_time_ms=_event_time(message, where, request, envelope),
+        received_time_ms=envelope.received_time_ms,
+        profile_created_at_ms=_created_at(traits, f"{where}.traits"),
+        response_id=envelope.response_id,
+        event_index=index,
+        dedupe_key=_id(message, "messageId", where),
+        context=context,
+        operations=tuple(Operation(Op.SET, name, value) for name, value in traits.items()),
+    )
+
+
+def _id(message: dict[str, Any], field: str, where: str) -> str | None:
+    """Segment ids are strings; SDKs that send numbers get them as strings, as Segment does."""
+    value = message.get(field)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return id_string(value, f"{where}.{field}")
+
+
+def _event_time(message: dict[str, Any], where: str, request: Request, envelope: Envelope) -> int:
+    timestamp = message.get("timestamp")
+    if timestamp is not None:
+        return parse_time_ms(timestamp, f"{where}.timestamp")
+    original = message.get("originalTimestamp")
+    sent_at = message.get("sentAt", request.sent_at)
+    if original is None or sent_at is None:
+        return envelope.received_time_ms
+    skew = parse_time_ms(sent_at, "sentAt") - parse_time_ms(original, f"{where}.originalTimestamp")
+    return checked_time_ms(envelope.received_time_ms - skew, f"{where}.originalTimestamp")
+
+
+def _created_at(traits: dict[str, JSON], where: str) -> int | None:
+    for name in ("createdAt", "created_at"):
+        value = traits.get(name)
+        if isinstance(value, str):
+            return parse_time_ms(value, f"{where}.{name}")
+    return None
+
+
+def _object(payload: JSON, where: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise InvalidRequest(f"the {where} must be a JSON object, got {type_name(payload)}")
+    return payload
+
+
+def _write_key(payload: dict[str, Any]) -> str | None:
+    value = payload.get("writeKey")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"body.writeKey must be a string, got {type_name(value)}", field="writeKey")
+    return value or None

@@ -1,0 +1,226 @@
+"""``POST /v1/identify`` and ``POST /v1/batch``: the Segment-compatible dialect.
+
+Credentials, first found wins: Basic auth with the write key as the username (what
+Segment's SDKs send), ``Authorization: Bearer``, or ``writeKey`` in the body.
+Bodies may be gzip-encoded. Errors are ``{"success": false, "code": "<code>",
+"message": "…"}``; Segment's SDKs read ``code`` and ``message`` from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import Counter
+
+from traitstream.dialects import segment
+from traitstream.edge.auth import IDENTIFY_SCOPES, basic_username, bearer_token, require_scope
+from traitstream.edge.context import EdgeContext, json_response
+from traitstream.errors import RequestError
+
+ERROR_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "payload_too_large",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def error_shape(error: RequestError, response_id: str) -> dict[str, object]:
+    return {"success": False, "code": ERROR_CODES.get(error.status, "error"), "message": error.message}
+
+
+def router(ctx: EdgeContext) -> APIRouter:
+    api = APIRouter(tags=["segment"])
+    ignored = Counter(
+        "traitstream_edge_segment_ignored_messages",
+        "Batch messages accepted but not stored (not identify), by type",
+        ["type"],
+        registry=ctx.metrics.registry,
+    )
+    for kind in segment.IGNORED_TYPES:
+        ignored.labels(kind)
+
+    async def accept(
+        request: Request, response_id: str, read: Callable[[bytes], segment.Request], limit: int
+    ) -> Response:
+        body = segment.decompress(await request.body(), request.headers.get("content-encoding"), limit)
+        message = read(body)
+        header = request.headers.get("authorization")
+        key = await ctx.auth.resolve(
+            basic_username(header) or bearer_token(header) or message.write_key, "write key"
+        )
+        require_scope(key, IDENTIFY_SCOPES)
+        result = segment.parse(message, ctx.envelope(key.workspace_id, response_id))
+        if result.identifies:
+            await ctx.publisher.publish(result.identifies)
+            ctx.metrics.identifies.labels(segment.DIALECT).inc(len(result.identifies))
+        for kind in result.ignored:
+            ignored.labels(kind).inc()
+        return json_response({"success": True})
+
+    @api.post(
+        "/v1/identify",
+        summary="Identify a user (Segment-compatible)",
+        openapi_extra=_openapi("SegmentIdentify"),
+    )
+    async def identify(request: Request) -> Response:
+        async def run(response_id: str) -> Response:
+            return await accept(request, response_id, segment.read_identify, segment.MAX_EVENT_BYTES)
+
+        return await ctx.handle(segment.DIALECT, request, error_shape, run)
+
+    @api.post(
+        "/v1/batch",
+        summary="Send a batch of messages (Segment-compatible); identify messages update profiles",
+        openapi_extra=_openapi("SegmentBatch"),
+    )
+    async def batch(request: Request) -> Response:
+        async def run(response_id: str) -> Response:
+            return await accept(request, response_id, segment.read_batch, segment.MAX_BATCH_BYTES)
+
+        return await ctx.handle(segment.DIALECT, request, error_shape, run)
+
+    return api
+
+
+# --- OpenAPI ------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _openapi(body: str) -> dict[str, Any]:
+    errors = {
+        str(status): {
+            "description": f"Refused ({status}); the message names the field or limit at fault",
+            "content": {"application/json": {"schema": _ref("SegmentError")}},
+        }
+        for status in ERROR_CODES
+    }
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(body)}}},
+        "responses": {
+            "200": {
+                "description": "Durably accepted",
+                "content": {"application/json": {"schema": _ref("SegmentAccepted")}},
+            },
+            **errors,
+        },
+        "security": [{"basicAuth": []}, {"bearerAuth": []}],
+    }
+
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 255}
+_ADDRESS = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "country": {"type": "string"},
+        "postalCode": {"type": ["string", "number"]},
+        "state": {"type": "string"},
+        "street": {"type": "string"},
+    },
+}
+_COMPANY = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "id": {"type": ["string", "number"]},
+        "industry": {"type": "string"},
+        "employee_count": {"type": "number"},
+        "plan": {"type": "string"},
+    },
+}
+_STRING_TRAITS = (
+    "avatar",
+    "description",
+    "email",
+    "firstName",
+    "gender",
+    "lastName",
+    "name",
+    "phone",
+    "title",
+    "username",
+    "website",
+)
+_IDENTIFY_FIELDS: dict[str, Any] = {
+    "type": {"type": "string", "enum": ["identify"]},
+    "userId": _ID,
+    "anonymousId": _ID | {"description": "An anonymous id of the profile"},
+    "messageId": _ID | {"description": "Dedupe key: a retry with the same messageId applies once"},
+    "timestamp": {"type": "string", "format": "date-time", "description": "Event time"},
+    "traits": _ref("SegmentTraits"),
+    "context": {"type": "object"},
+    "integrations": {"type": "object"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "SegmentTraits": {
+        "type": "object",
+        "description": "Reserved traits are checked for their types; others are free-form",
+        "properties": {
+            **{name: {"type": "string"} for name in _STRING_TRAITS},
+            "address": _ADDRESS,
+            "company": _COMPANY,
+            "age": {"type": "number"},
+            "birthday": {"type": "string", "format": "date"},
+            "createdAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the profile was created",
+            },
+            "id": {"type": ["string", "number"]},
+        },
+    },
+    "SegmentIdentify": {
+        "type": "object",
+        "properties": _IDENTIFY_FIELDS | {"writeKey": {"type": "string"}},
+        "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
+        "description": "At most 32 KB",
+    },
+    "SegmentMessage": {
+        "type": "object",
+        "required": ["type"],
+        "properties": _IDENTIFY_FIELDS
+        | {
+            "type": {
+                "type": "string",
+                "enum": ["identify", *segment.IGNORED_TYPES],
+                "description": "identify updates the profile; the other types are accepted and not stored",
+            }
+        },
+        "description": "At most 32 KB",
+    },
+    "SegmentBatch": {
+        "type": "object",
+        "required": ["batch"],
+        "properties": {
+            "batch": {"type": "array", "items": _ref("SegmentMessage"), "minItems": 1, "maxItems": 2000},
+            "writeKey": {"type": "string"},
+            "context": {"type": "object", "description": "Merged under each message's context"},
+            "sentAt": {"type": "string", "format": "date-time"},
+        },
+        "description": "At most 500 KB",
+    },
+    "SegmentAccepted": {
+        "type": "object",
+        "required": ["success"],
+        "properties": {"success": {"type": "boolean", "enum": [True]}},
+    },
+    "SegmentError": {
+        "type": "object",
+        "required": ["success", "code", "message"],
+        "properties": {
+            "success": {"type": "boolean", "enum": [False]},
+            "code": {"type": "string", "enum": sorted(ERROR_CODES.values())},
+            "message": {"type": "string"},
+        },
+    },
+}

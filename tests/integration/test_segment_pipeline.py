@@ -1,0 +1,190 @@
+"""The Segment-compatible dialect through the real edge, broker, workers, Redis and
+Postgres, with Segment's own Python library pointed at the edge."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import uuid
+
+import httpx
+import orjson
+import psycopg
+import pytest
+from segment.analytics import Client
+from segment.analytics.request import APIError
+
+from tests.support.stack import Stack, metric_sum, wait_until
+from traitstream.store import keys
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def test_segment_library_identify_lands_in_the_profile(stack: Stack) -> None:
+    user, anonymous = unique("seg-user"), unique("seg-anon")
+    errors: list[Exception] = []
+    client = Client(
+        write_key=stack.api_key, host=stack.url, sync_mode=True, on_error=lambda e, _b: errors.append(e)
+    )
+    client.identify(
+        user,
+        {
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "email": "ada@example.com",
+            "createdAt": "2015-02-03T04:05:06Z",
+        },
+        anonymous_id=anonymous,
+    )
+    # Other message types ride in the same kind of batch: accepted and not stored.
+    client.track(user, "Signed Up", {"plan": "pro"})
+    client.page(user, "Docs", "Intro")
+    client.identify(user, {"plan": "pro"})
+    assert errors == []
+    profile = stack.wait_profile(user, lambda p: p["traits"].get("plan") == "pro")
+    assert profile["traits"] == {
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "createdAt": "2015-02-03T04:05:06Z",
+        "plan": "pro",
+    }
+    assert profile["anonymous_ids"] == [anonymous]
+    assert profile["created_at"].startswith("2015-02-03T04:05:06")
+    text = httpx.get(f"{stack.url}/metrics").text
+    assert metric_sum(text, "traitstream_edge_segment_ignored_messages_total", 'type="track"') >= 1
+    assert metric_sum(text, "traitstream_edge_segment_ignored_messages_total", 'type="page"') >= 1
+
+
+def test_segment_library_sees_refusals_as_api_errors(stack: Stack) -> None:
+    client = Client(write_key="not-a-key", host=stack.url, sync_mode=True)
+    with pytest.raises(APIError) as caught:
+        client.identify("someone", {"plan": "pro"})
+    assert caught.value.status == 401
+    assert caught.value.code == "unauthorized"
+    assert caught.value.message == "unknown or revoked write key"
+
+
+def test_identify_endpoint_with_each_credential(stack: Stack) -> None:
+    user = unique("seg-direct")
+    url = f"{stack.url}/v1/identify"
+    by_basic = httpx.post(url, json={"userId": user, "traits": {"a": 1}}, headers=basic(stack.api_key))
+    assert by_basic.status_code == 200 and by_basic.json() == {"success": True}
+    by_bearer = httpx.post(url, json={"userId": user, "traits": {"b": 2}}, headers=stack.headers())
+    assert by_bearer.status_code == 200
+    in_body = httpx.post(url, json={"userId": user, "traits": {"c": 3}, "writeKey": stack.api_key})
+    assert in_body.status_code == 200
+    gzipped = httpx.post(
+        url,
+        content=gzip.compress(orjson.dumps({"userId": user, "traits": {"d": 4}})),
+        headers={**basic(stack.api_key), "Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert gzipped.status_code == 200, gzipped.text
+    profile = stack.wait_profile(user, lambda p: len(p["traits"]) == 4)
+    assert profile["traits"] == {"a": 1, "b": 2, "c": 3, "d": 4}
+
+
+def test_timestamps_order_writes_and_message_id_dedupes(stack: Stack) -> None:
+    user = unique("seg-order")
+    batch = [
+        {
+            "type": "identify",
+            "userId": user,
+            "timestamp": "2024-01-02T00:00:00Z",
+            "traits": {"plan": "pro"},
+            "messageId": f"{user}-m2",
+        },
+        {
+            "type": "identify",
+            "userId": user,
+            "timestamp": "2024-01-01T00:00:00Z",
+            "traits": {"plan": "free"},
+            "messageId": f"{user}-m1",
+        },
+        {"type": "track", "userId": user, "event": "x"},
+    ]
+
+    def duplicates() -> float:
+        return sum(
+            metric_sum(
+                httpx.get(f"http://127.0.0.1:{w.env['TEST_METRICS_PORT']}/metrics").text,
+                "traitstream_worker_events_total",
+                'outcome="duplicate"',
+            )
+            for w in stack.workers
+        )
+
+    def metrics_up() -> bool:
+        try:
+            duplicates()
+        except httpx.HTTPError:
+            return False
+        return True
+
+    wait_until(metrics_up, 30, "the workers' metrics")
+    before = duplicates()
+    for _ in range(2):
+        response = stack.post("/v1/batch", {"batch": batch})
+        assert response.status_code == 200, response.text
+    wait_until(lambda: duplicates() - before >= 2, 30, "the resent identifies counted as duplicates")
+    profile = stack.wait_profile(user)
+    assert profile["traits"] == {"plan": "pro"}
+    with psycopg.connect(stack.database_url) as conn:
+        meta = conn.execute("SELECT trait_meta FROM profiles WHERE user_id = %s", (user,)).fetchone()
+    assert meta is not None and meta[0]["w"]["plan"][1] == f"{user}-m2"
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "message"),
+    [
+        ("/v1/identify", {"traits": {"a": 1}}, 400, "body needs userId or anonymousId"),
+        (
+            "/v1/identify",
+            {"userId": "u", "traits": {"firstName": 3}},
+            400,
+            "body.traits.firstName must be a string",
+        ),
+        ("/v1/batch", {"batch": [{"type": "purchase", "userId": "u"}]}, 400, "batch[0].type must be one of"),
+        (
+            "/v1/identify",
+            {"userId": "u", "traits": {"blob": "x" * 33_000}},
+            413,
+            "the limit of 32 KB per event",
+        ),
+        (
+            "/v1/batch",
+            {"batch": [{"type": "track", "userId": "u", "p": "x" * 30_000}] * 18},
+            413,
+            "the limit of 500 KB per batch",
+        ),
+    ],
+)
+def test_refusals_name_the_field_or_limit(
+    stack: Stack, path: str, payload: dict, status: int, message: str
+) -> None:
+    response = stack.post(path, payload)
+    assert response.status_code == status
+    error = response.json()
+    assert error["success"] is False and error["code"] in ("invalid_request", "payload_too_large")
+    assert message in error["message"]
+
+
+def test_missing_key_and_missing_scope(stack: Stack) -> None:
+    missing = httpx.post(f"{stack.url}/v1/identify", json={"userId": "u"})
+    assert missing.status_code == 401
+    assert missing.json() == {"success": False, "code": "unauthorized", "message": "missing write key"}
+    reader = keys.new_secret()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        keys.register(conn, reader, stack.workspace, frozenset({"profiles:read"}))
+    forbidden = httpx.post(
+        f"{stack.url}/v1/batch", json={"batch": [{"type": "identify", "userId": "u"}]}, headers=basic(reader)
+    )
+    assert forbidden.status_code == 403
+    assert forbidden.json()["code"] == "forbidden"
