@@ -43,6 +43,12 @@ class EdgeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.ignored = Counter(
+            "traitstream_edge_ignored_events",
+            "Events accepted so that SDKs keep working, but not identifies (not stored)",
+            ["dialect", "type"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "traitstream_edge_in_flight_requests",
             "Requests being handled",

@@ -167,7 +167,7 @@ def test_amplitude_sdk_identify_lands_in_the_profile(stack: Stack) -> None:
     assert profile["traits"] == {"plan": "pro", "first_seen": "2024-02-03", "logins": 5}
     assert profile["anonymous_ids"] == [f"{user}-device"]
     text = httpx.get(f"{stack.url}/metrics").text
-    assert metric_sum(text, "traitstream_edge_amplitude_ignored_events_total", 'kind="event"') >= 1
+    assert metric_sum(text, "traitstream_edge_ignored_events_total", 'dialect="amplitude",type="event"') >= 1
 
 
 def test_http_api_answer_and_invalid_event_details(stack: Stack) -> None:

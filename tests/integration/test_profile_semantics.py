@@ -180,3 +180,11 @@ def test_updates_that_would_pass_the_size_cap_are_dead_lettered_whole(stack: Sta
         for w in stack.workers
     )
     assert dead == 3
+
+
+def test_unknown_paths_and_bad_anonymous_ids_answer_in_the_error_shape(stack: Stack) -> None:
+    unknown = httpx.get(f"{stack.url}/api/nowhere", headers=stack.headers())
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"] == "no endpoint GET /api/nowhere"
+    nul = httpx.get(f"{stack.url}/api/profiles", params={"anonymous_id": "a\x00b"}, headers=stack.headers())
+    assert nul.status_code == 400 and "anonymous_id" in nul.json()["error"]["message"]

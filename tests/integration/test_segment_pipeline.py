@@ -59,8 +59,8 @@ def test_segment_library_identify_lands_in_the_profile(stack: Stack) -> None:
     assert profile["anonymous_ids"] == [anonymous]
     assert profile["created_at"].startswith("2015-02-03T04:05:06")
     text = httpx.get(f"{stack.url}/metrics").text
-    assert metric_sum(text, "traitstream_edge_segment_ignored_messages_total", 'type="track"') >= 1
-    assert metric_sum(text, "traitstream_edge_segment_ignored_messages_total", 'type="page"') >= 1
+    assert metric_sum(text, "traitstream_edge_ignored_events_total", 'dialect="segment",type="track"') >= 1
+    assert metric_sum(text, "traitstream_edge_ignored_events_total", 'dialect="segment",type="page"') >= 1
 
 
 def test_segment_library_sees_refusals_as_api_errors(stack: Stack) -> None:

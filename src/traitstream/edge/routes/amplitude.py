@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import Counter
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
@@ -43,12 +42,6 @@ def error_shape(error: RequestError, response_id: str) -> dict[str, object]:
 
 def router(ctx: EdgeContext) -> APIRouter:
     api = APIRouter(tags=["amplitude"])
-    ignored = Counter(
-        "traitstream_edge_amplitude_ignored_events",
-        "HTTP API events accepted but not stored (not $identify), by kind",
-        ["kind"],
-        registry=ctx.metrics.registry,
-    )
 
     async def authorize(api_key: str | None) -> ApiKey:
         key = await ctx.auth.resolve(api_key, "api_key")
@@ -92,7 +85,7 @@ def router(ctx: EdgeContext) -> APIRouter:
                 await ctx.publisher.publish(result.identifies)
                 ctx.metrics.identifies.labels(amplitude.DIALECT).inc(len(result.identifies))
             for kind in result.ignored:
-                ignored.labels(kind).inc()
+                ctx.metrics.ignored.labels(amplitude.DIALECT, kind).inc()
             return json_response(
                 {
                     "code": 200,

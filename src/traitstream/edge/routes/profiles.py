@@ -45,7 +45,9 @@ def router(ctx: EdgeContext) -> APIRouter:
             key = await authorize(request, "profiles:read")
             if not anonymous_id:
                 raise InvalidRequest("query parameter anonymous_id is required", field="anonymous_id")
-            profile = await ctx.reader.by_anonymous_id(key.workspace_id, anonymous_id)
+            profile = await ctx.reader.by_anonymous_id(
+                key.workspace_id, id_string(anonymous_id, "anonymous_id")
+            )
             if profile is None:
                 raise NotFound(f"no profile for anonymous_id {anonymous_id!r}")
             return json_response(profile)

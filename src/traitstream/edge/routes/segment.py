@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import Counter
 
 from traitstream.dialects import segment
 from traitstream.edge.auth import IDENTIFY_SCOPES, basic_username, bearer_token, require_scope
@@ -36,14 +35,8 @@ def error_shape(error: RequestError, response_id: str) -> dict[str, object]:
 
 def router(ctx: EdgeContext) -> APIRouter:
     api = APIRouter(tags=["segment"])
-    ignored = Counter(
-        "traitstream_edge_segment_ignored_messages",
-        "Batch messages accepted but not stored (not identify), by type",
-        ["type"],
-        registry=ctx.metrics.registry,
-    )
     for kind in segment.IGNORED_TYPES:
-        ignored.labels(kind)
+        ctx.metrics.ignored.labels(segment.DIALECT, kind)
 
     async def accept(
         request: Request, response_id: str, read: Callable[[bytes], segment.Request], limit: int
@@ -60,7 +53,7 @@ def router(ctx: EdgeContext) -> APIRouter:
             await ctx.publisher.publish(result.identifies)
             ctx.metrics.identifies.labels(segment.DIALECT).inc(len(result.identifies))
         for kind in result.ignored:
-            ignored.labels(kind).inc()
+            ctx.metrics.ignored.labels(segment.DIALECT, kind).inc()
         return json_response({"success": True})
 
     @api.post(
