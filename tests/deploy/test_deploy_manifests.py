@@ -528,7 +528,7 @@ def test_k8s_pdbs_select_pods() -> None:
 
 def test_k8s_schemas() -> None:
     kv = pytest.importorskip("kubernetes_validate")
-    for filename, docs in k8s_objects().items():
+    for docs in k8s_objects().values():
         for obj in docs:
             if obj["apiVersion"].startswith("keda.sh/"):
                 continue  # a CRD: no schema bundled
