@@ -122,6 +122,20 @@ class Proc:
     def kill(self) -> None:
         self.stop(signal.SIGKILL, 5)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets but does nothing (a long GC pause, a frozen VM)."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace") if self.log_path.exists() else ""
+
 
 @dataclass
 class Stack:
@@ -183,19 +197,24 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    def add_worker(self) -> Proc:
+    def add_worker(self, **extra_env: str) -> Proc:
+        """Start one more worker. Its database sessions carry the application name
+        ``worker_app_name(index)`` (for tests that look at ``pg_stat_activity``)."""
         index = len(self.workers)
         port = free_port()
         proc = Proc(
             f"worker-{index}",
             [sys.executable, "-m", "traitstream", "worker"],
-            self.env(TRAITSTREAM_METRICS_PORT=str(port)),
+            self.env(TRAITSTREAM_METRICS_PORT=str(port), PGAPPNAME=self.worker_app_name(index), **extra_env),
             LOG_DIR / f"{self.topic}-worker-{index}.log",
         )
         proc.env["TEST_METRICS_PORT"] = str(port)
         proc.start()
         self.workers.append(proc)
         return proc
+
+    def worker_app_name(self, index: int) -> str:
+        return f"ts-worker-{index}-{self.topic}"[:63]
 
     def start(self, workers: int = 1) -> Stack:
         self.prepare()

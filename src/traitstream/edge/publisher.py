@@ -4,6 +4,9 @@
 of the call (idempotent producer, ``acks=all``) and raises ``Unavailable`` when it
 did not within the timeout: the edge then answers 503, never a success. A
 background thread serves the producer's delivery reports.
+
+``RenewableProducer`` (used here, by the dead-letter writer and by replay) keeps an
+idempotent producer usable across broker restarts: see its docstring.
 """
 
 from __future__ import annotations
@@ -12,18 +15,21 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from traitstream.avro import codec
 from traitstream.avro.schemas import SchemaSource
-from traitstream.errors import Unavailable
+from traitstream.errors import TransientError, Unavailable
 from traitstream.events import IdentifyEvent
 from traitstream.metrics import EdgeMetrics
 
 log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Any], None]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class Publisher(Protocol):
@@ -84,6 +90,117 @@ def producer_config(bootstrap: str, timeout_s: float) -> dict[str, Any]:
     }
 
 
+class _Generation:
+    """One librdkafka producer and whether it has turned fatal."""
+
+    __slots__ = ("fatal", "producer")
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.fatal = threading.Event()
+        self.producer = Producer(config | {"error_cb": self.on_error})
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            if not self.fatal.is_set():
+                log.error("the Kafka producer hit a fatal error and will be replaced: %s", error.str())
+            self.fatal.set()
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            log.warning("kafka producer: %s", error.str())
+        else:
+            # Single connection failures and the like: librdkafka retries them itself.
+            log.debug("kafka producer: %s", error.str())
+
+    def raised(self, exc: KafkaException) -> None:
+        """librdkafka raises fatal errors from poll, flush and produce."""
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError):
+            self.on_error(error)
+
+
+class RenewableProducer:
+    """An idempotent producer that replaces itself after a fatal error.
+
+    An idempotent producer turns fatal when the broker no longer knows its producer
+    id (a broker that restarted without its state, a producer id that expired): from
+    then on librdkafka refuses every record, forever. This wrapper notices (the
+    ``error_cb``), purges what the old producer still held, so each of those records
+    gets a failed delivery report (its fate is unknown: callers report it as not
+    acknowledged and clients retry with the same dedupe key), and carries on with a
+    new producer and a new producer id. Acknowledged records are never affected.
+
+    ``produce`` may be called from one thread while ``poll`` runs in another.
+    ``produce`` raises ``BufferError`` or ``KafkaException`` like librdkafka's.
+    """
+
+    def __init__(self, bootstrap: str, timeout_s: float) -> None:
+        self._config = producer_config(bootstrap, timeout_s)
+        self._lock = threading.Lock()
+        self._current = _Generation(self._config)
+        self.renewals = 0
+
+    @property
+    def healthy(self) -> bool:
+        return not self._current.fatal.is_set()
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None = None,
+    ) -> None:
+        self.renew_if_fatal()
+        current = self._current
+        try:
+            current.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+        except KafkaException as exc:
+            current.raised(exc)
+            raise
+
+    def poll(self, timeout: float) -> None:
+        """Serve delivery reports (and errors) for up to ``timeout`` seconds."""
+        current = self._current
+        try:
+            current.producer.poll(timeout)
+        except KafkaException as exc:
+            current.raised(exc)
+            log.warning("kafka producer poll: %s", exc)
+        self.renew_if_fatal()
+
+    def flush(self, timeout: float) -> int:
+        """Wait for every record to be acknowledged or failed; the number left."""
+        current = self._current
+        try:
+            left = int(current.producer.flush(timeout))
+        except KafkaException as exc:
+            current.raised(exc)
+            log.warning("kafka producer flush: %s", exc)
+            left = len(current.producer)
+        self.renew_if_fatal()
+        return left
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        """Topic metadata; raises ``KafkaException`` when the broker cannot be asked."""
+        return self._current.producer.list_topics(topic, timeout=timeout)
+
+    def renew_if_fatal(self) -> None:
+        with self._lock:
+            old = self._current
+            if not old.fatal.is_set():
+                return
+            self._current = _Generation(self._config)
+            self.renewals += 1
+        # Fail what the old producer still holds: each record's callback hears
+        # _PURGE_QUEUE or _PURGE_INFLIGHT, so nobody waits for a report that never comes.
+        try:
+            old.producer.purge(in_queue=True, in_flight=True)
+            old.producer.flush(1.0)
+        except KafkaException as exc:
+            log.warning("purging the replaced producer: %s", exc)
+        log.info("replaced the fatal Kafka producer with a new one", extra={"renewals": self.renewals})
+
+
 class KafkaPublisher:
     def __init__(
         self,
@@ -93,9 +210,14 @@ class KafkaPublisher:
         metrics: EdgeMetrics,
         timeout_s: float = 10.0,
     ) -> None:
-        self._producer = Producer(producer_config(bootstrap, timeout_s))
+        self._producer = RenewableProducer(bootstrap, timeout_s)
         self._topic = topic
-        self._schema_id = schemas.writer_id
+        self._schemas = schemas
+        try:
+            log.info("writing schema id %d", schemas.writer_id)
+        except TransientError as exc:
+            # Not fatal: the first publish tries again (and answers 503 until it works).
+            log.warning("schema registration failed; retrying on the first identify: %s", exc)
         self._metrics = metrics
         self._timeout_s = timeout_s
         self._running = True
@@ -103,16 +225,25 @@ class KafkaPublisher:
         self._thread.start()
 
     def _serve(self) -> None:
+        # This thread must outlive every error: without it no request ever hears back.
         while self._running:
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:
+                log.exception("serving delivery reports failed; carrying on")
+                time.sleep(0.05)
 
     async def publish(self, events: Sequence[IdentifyEvent]) -> None:
+        try:
+            schema_id = self._schemas.writer_id
+        except TransientError as exc:
+            raise Unavailable(f"the schema registry cannot be reached: {exc}") from exc
         pending = _Pending(len(events), asyncio.get_running_loop())
         try:
             for event in events:
                 self._producer.produce(
                     self._topic,
-                    value=codec.encode(event, self._schema_id),
+                    value=codec.encode(event, schema_id),
                     key=event.partition_key,
                     on_delivery=pending.report,
                 )
@@ -129,8 +260,10 @@ class KafkaPublisher:
         self._metrics.delivery_seconds.observe(time.perf_counter() - pending.started)
 
     def ready(self, timeout: float) -> bool:
+        if not self._producer.healthy:
+            return False
         try:
-            metadata = self._producer.list_topics(self._topic, timeout=timeout)
+            metadata = self._producer.list_topics(self._topic, timeout)
         except KafkaException:
             return False
         topic = metadata.topics.get(self._topic)

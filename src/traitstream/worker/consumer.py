@@ -6,7 +6,9 @@
 Offsets are committed to Kafka only after PostgreSQL committed the batch (and
 PostgreSQL holds each partition's next offset too, so a commit lost in a crash
 costs a re-read, never a double apply). Transient failures retry the same batch
-with backoff; nothing transient is ever dead-lettered.
+with backoff; nothing transient is ever dead-lettered. A record the store refuses
+outright is found, dead-lettered and passed over (``_apply_one_by_one``) rather than
+stalling its partition.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
@@ -23,10 +26,11 @@ from confluent_kafka.admin import AdminClient
 
 from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import TransientError
+from traitstream.events import IdentifyEvent
 from traitstream.metrics import WorkerMetrics
-from traitstream.store.profiles import Positioned, ProfileStore
-from traitstream.worker.batch import DeadLetter, next_offsets, split
-from traitstream.worker.dedupe import Deduper
+from traitstream.store.profiles import ApplyResult, Positioned, ProfileStore, RejectHandler
+from traitstream.worker.batch import DeadLetter, Split, next_offsets, split
+from traitstream.worker.dedupe import Deduper, claim_key
 from traitstream.worker.dlq import DeadLetters
 from traitstream.worker.plan import MAX_TRAITS_BYTES
 
@@ -34,7 +38,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _BACKOFF_MAX_S = 10.0
+_REFUSALS_BEFORE_BLAMING_THE_STORE = 20
 _LAG_EVERY_S = 5.0
+_PROBE_TIMEOUT_S = 1.0
 
 
 def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int) -> dict[str, Any]:
@@ -117,6 +123,9 @@ class Worker:
         if error is None:
             return True
         if error.code() != KafkaError._PARTITION_EOF:
+            # The broker unreachable, a partition leader moving: librdkafka retries by
+            # itself; counting them makes an outage visible beside Redis and Postgres.
+            self._metrics.store_errors.labels("kafka").inc()
             log.warning("consumer error: %s", error.str())
         return False
 
@@ -176,7 +185,17 @@ class Worker:
             )
             self._deduper.release(records)
 
-        result = self._retry(lambda: self._store.apply(fresh, offsets, dead_letter_oversized))
+        try:
+            result = self._retry(lambda: self._store.apply(fresh, offsets, dead_letter_oversized))
+            refused: list[DeadLetter] = []
+            heirs = 0
+        except _Abandoned:
+            raise
+        except Exception:
+            # Not transient, so retrying the batch would fail forever and stall its
+            # partitions (a crash loop): find the records the store refuses instead.
+            log.exception("the store refused the batch; applying its records one by one")
+            result, refused, heirs = self._apply_one_by_one(work, fresh, offsets, dead_letter_oversized)
         self._consumer.commit(
             offsets=[TopicPartition(self._topic, p, o) for p, o in offsets.items()],
             asynchronous=True,
@@ -184,9 +203,10 @@ class Worker:
         now = self._clock()
         m = self._metrics
         m.events.labels("applied").inc(len(result.applied))
-        m.events.labels("duplicate").inc(len(work.records) - len(fresh) + result.already_applied)
-        m.events.labels("dead_lettered").inc(len(work.dead) + len(result.rejected))
-        for letter in work.dead:
+        duplicates = len(work.records) - len(fresh) - heirs + result.already_applied
+        m.events.labels("duplicate").inc(duplicates)
+        m.events.labels("dead_lettered").inc(len(work.dead) + len(result.rejected) + len(refused))
+        for letter in [*work.dead, *refused]:
             m.dead_letters.labels(letter.reason).inc()
         if result.rejected:
             m.dead_letters.labels("profile_too_large").inc(len(result.rejected))
@@ -201,12 +221,91 @@ class Worker:
             extra={
                 "records": len(messages),
                 "applied": len(result.applied),
-                "duplicates": len(work.records) - len(fresh) + result.already_applied,
-                "dead_lettered": len(work.dead),
+                "duplicates": duplicates,
+                "dead_lettered": len(work.dead) + len(result.rejected) + len(refused),
                 "partitions": sorted(offsets),
                 "response_ids": sorted({e.response_id for e in result.applied})[:20],
             },
         )
+
+    def _apply_one_by_one(
+        self, work: Split, fresh: Sequence[Positioned], offsets: dict[int, int], on_rejected: RejectHandler
+    ) -> tuple[ApplyResult, list[DeadLetter], int]:
+        """Apply each record in its own transaction, in order. A record the store
+        refuses (text with a NUL byte, an id past an index's size, ...) is
+        dead-lettered as ``store_rejected``; its dedupe claim goes to the next copy of
+        the same event in the batch (a repaired copy replayed right behind it), or is
+        released so that a later repair can apply. Every step is safe to repeat after
+        a crash: records below the stored offsets are skipped.
+
+        Returns the combined result, the refused records' dead letters, and how many
+        records first counted as duplicates were applied as heirs of refused ones."""
+        message_at = {(r.partition, r.offset): m for r, m in zip(work.records, work.messages, strict=True)}
+        order = {(r.partition, r.offset): i for i, r in enumerate(work.records)}
+        queue = list(fresh)
+        applied: list[IdentifyEvent] = []
+        rejected: list[Positioned] = []
+        refused: list[DeadLetter] = []
+        already = conflicts = heirs = 0
+        while queue:
+            record = queue.pop(0)
+            step = {record.partition: record.offset + 1}
+            try:
+                done = self._retry(partial(self._store.apply, [record], step, on_rejected))
+            except _Abandoned:
+                raise
+            except Exception as exc:
+                if len(refused) >= _REFUSALS_BEFORE_BLAMING_THE_STORE and not applied:
+                    # Everything fails: the store is broken, not the records. Stop
+                    # loudly rather than dead-letter a whole stream.
+                    raise
+                # Only a store that can still commit an offset gets to refuse a record.
+                self._retry(partial(self._store.apply, [], {record.partition: record.offset}))
+                letter = DeadLetter(
+                    message_at[(record.partition, record.offset)],
+                    "store_rejected",
+                    f"the profile store refused it: {type(exc).__name__}: {exc}",
+                )
+                self._retry(partial(self._dlq.send, [letter]))
+                self._retry(partial(self._deduper.release, [record]))
+                refused.append(letter)
+                log.warning(
+                    "dead-lettered a record the store refused: %s",
+                    letter.detail,
+                    extra={"partition": record.partition, "offset": record.offset},
+                )
+                heir = self._heir(work.records, fresh, record, order)
+                if (
+                    heir is not None
+                    and self._retry(partial(self._deduper.first_seen, self._topic, [heir]))[0]
+                ):
+                    heirs += 1
+                    queue = sorted([*queue, heir], key=lambda r: order[(r.partition, r.offset)])
+                continue
+            applied.extend(done.applied)
+            rejected.extend(done.rejected)
+            already += done.already_applied
+            conflicts += done.conflicts
+        # Past the duplicates and dead letters after the last record, as one batch would.
+        done = self._retry(lambda: self._store.apply([], offsets))
+        result = ApplyResult(tuple(applied), already + done.already_applied, conflicts, tuple(rejected))
+        return result, refused, heirs
+
+    @staticmethod
+    def _heir(
+        records: Sequence[Positioned],
+        fresh: Sequence[Positioned],
+        refused: Positioned,
+        order: dict[tuple[int, int], int],
+    ) -> Positioned | None:
+        """The next record of the batch that carries the refused record's event."""
+        after = order[(refused.partition, refused.offset)]
+        taken = {(r.partition, r.offset) for r in fresh}
+        key = claim_key(refused)
+        for record in records[after + 1 :]:
+            if (record.partition, record.offset) not in taken and claim_key(record) == key:
+                return record
+        return None
 
     def _retry(self, action: Callable[[], T]) -> T:
         """Run ``action`` until it stops raising ``TransientError`` (or the worker is
@@ -227,6 +326,14 @@ class Worker:
         if now - self._last_lag < _LAG_EVERY_S:
             return
         self._last_lag = now
+        try:
+            # While the broker is away the consumer retries quietly and returns empty
+            # batches; asking for metadata makes the outage visible in metrics and logs.
+            self._consumer.list_topics(self._topic, timeout=_PROBE_TIMEOUT_S)
+        except KafkaException as exc:
+            self._metrics.store_errors.labels("kafka").inc()
+            log.warning("the broker cannot be reached: %s", exc)
+            return
         try:
             assigned = self._consumer.assignment()
             for tp in self._consumer.position(assigned):

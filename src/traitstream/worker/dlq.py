@@ -3,16 +3,17 @@
 Headers: ``traitstream.reason`` (stable code), ``traitstream.error`` (for a
 person), and the original ``traitstream.topic``/``partition``/``offset``.
 ``send`` returns only when the broker has every dead letter, so the batch's
-offsets can be committed without losing one.
+offsets can be committed without losing one; when it cannot, it raises
+``TransientError`` (the worker retries the batch) and never anything else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException
 
-from traitstream.edge.publisher import producer_config
+from traitstream.edge.publisher import RenewableProducer
 from traitstream.errors import TransientError
 from traitstream.worker.batch import DeadLetter
 
@@ -22,7 +23,7 @@ ERROR = "traitstream.error"
 
 class DeadLetters:
     def __init__(self, bootstrap: str, source_topic: str, dlq_topic: str, timeout_s: float = 30.0) -> None:
-        self._producer = Producer(producer_config(bootstrap, timeout_s))
+        self._producer = RenewableProducer(bootstrap, timeout_s)
         self._source = source_topic
         self._topic = dlq_topic
         self._timeout_s = timeout_s
@@ -37,21 +38,26 @@ class DeadLetters:
             if error is not None:
                 errors.append(error)
 
-        for letter in letters:
-            message = letter.message
-            self._producer.produce(
-                self._topic,
-                value=message.value(),
-                key=message.key(),
-                headers=[
-                    (REASON, letter.reason.encode()),
-                    (ERROR, letter.detail.encode()),
-                    ("traitstream.topic", self._source.encode()),
-                    ("traitstream.partition", str(message.partition()).encode()),
-                    ("traitstream.offset", str(message.offset()).encode()),
-                ],
-                on_delivery=report,
-            )
+        try:
+            for letter in letters:
+                message = letter.message
+                self._producer.produce(
+                    self._topic,
+                    value=message.value(),
+                    key=message.key(),
+                    headers=[
+                        (REASON, letter.reason.encode()),
+                        (ERROR, letter.detail.encode()),
+                        ("traitstream.topic", self._source.encode()),
+                        ("traitstream.partition", str(message.partition()).encode()),
+                        ("traitstream.offset", str(message.offset()).encode()),
+                    ],
+                    on_delivery=report,
+                )
+        except (BufferError, KafkaException) as exc:
+            # A full queue or a producer turned fatal (replaced on the next call):
+            # the whole batch is retried, and copies already sent only repeat a dead letter.
+            raise TransientError(f"dead-letter topic {self._topic}: {exc}", source="kafka") from exc
         left = self._producer.flush(self._timeout_s)
         if left or errors:
             raise TransientError(
