@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import Request
 from fastapi.responses import Response
+from psycopg_pool import PoolTimeout
 
 from traitstream.dialects.common import Envelope
 from traitstream.edge.auth import Authenticator
 from traitstream.edge.publisher import Publisher
-from traitstream.errors import InternalError, RequestError
+from traitstream.errors import InternalError, RequestError, Unavailable
 from traitstream.metrics import EdgeMetrics
 from traitstream.store.reads import ProfileReader
 
@@ -67,6 +69,14 @@ class EdgeContext:
                 },
             )
             response = json_response(error_shape(exc, response_id), exc.status)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # Keys and profiles live in PostgreSQL: while it is away, say so and let
+            # clients retry, as for a broker outage.
+            log.warning(
+                "database unavailable: %s", exc, extra={"response_id": response_id, "dialect": dialect}
+            )
+            error: RequestError = Unavailable("the key and profile store cannot be reached now; retry later")
+            response = json_response(error_shape(error, response_id), error.status)
         except Exception:
             log.exception("request failed", extra={"response_id": response_id, "dialect": dialect})
             error = InternalError("internal error; nothing was accepted")
