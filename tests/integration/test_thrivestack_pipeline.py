@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.support.seeds import seed_bytes
-from tests.support.stack import Stack, metric_sum
+from tests.support.stack import Stack, metric_sum, wait_until
 from traitstream.events import user_profile_id
 
 
@@ -138,3 +138,24 @@ def test_every_answer_carries_the_response_id_header(stack: Stack) -> None:
     assert ok.headers["X-Response-Id"] == ok.json()["response_id"]
     refused = httpx.post(f"{stack.url}/api/identify", json={"user_id": "x"})
     assert refused.headers["X-Response-Id"] == refused.json()["response_id"]
+
+
+def test_consumer_lag_is_reported_per_owned_partition_and_drains(stack: Stack) -> None:
+    for i in range(40):
+        assert stack.post("/api/identify", {"user_id": f"lag-{i}", "traits": {"i": i}}).status_code == 200
+    stack.wait_profile("lag-39")
+
+    def lag_lines() -> list[str] | None:
+        lines = [
+            line
+            for w in stack.workers
+            for line in httpx.get(f"http://127.0.0.1:{w.env['TEST_METRICS_PORT']}/metrics").text.splitlines()
+            if line.startswith("traitstream_consumer_lag{")
+        ]
+        # Every partition owned by one member, and each drained to zero.
+        partitions = {line.split('"')[1] for line in lines}
+        done = len(partitions) == stack.partitions and all(line.endswith(" 0.0") for line in lines)
+        return lines if done else None
+
+    lines = wait_until(lag_lines, 30, "lag of every partition to be reported as 0")
+    assert len(lines) == stack.partitions

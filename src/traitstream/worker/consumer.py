@@ -335,11 +335,14 @@ class Worker:
             log.warning("the broker cannot be reached: %s", exc)
             return
         try:
+            # The group's lag as the broker sees it: its committed offset against the
+            # partition's end, for the partitions this member owns.
             assigned = self._consumer.assignment()
-            for tp in self._consumer.position(assigned):
+            for tp in self._consumer.committed(assigned, timeout=_PROBE_TIMEOUT_S):
                 _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0 and tp.offset >= 0:
-                    self._metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - tp.offset))
+                if high >= 0:
+                    committed = tp.offset if tp.offset >= 0 else _low
+                    self._metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - committed))
                     self._lag_partitions.add(tp.partition)
         except KafkaException as exc:
             log.debug("lag not available: %s", exc)
