@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic_settings import BaseSettings
@@ -36,21 +38,40 @@ def _settings(args: argparse.Namespace, cls: type[S]) -> S:
     return cls(**given)
 
 
+def edge_app_from_env() -> Any:
+    """App factory for the edge's worker processes (``uvicorn … --factory``): each
+    process builds its own settings, producer and pools from the environment."""
+    from traitstream.edge.app import create_app
+
+    from_env: dict[str, Any] = {}  # every value comes from TRAITSTREAM_* variables
+    settings = EdgeSettings(**from_env)
+    logs.setup(settings.log_format, settings.log_level)
+    return create_app(settings)
+
+
 def _edge(args: argparse.Namespace) -> int:
     import uvicorn
 
     from traitstream.edge.app import create_app
 
     settings = _settings(args, EdgeSettings)
-    logs.setup(settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    logs.setup(settings.log_format, settings.log_level)
+    options: dict[str, Any] = {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.http_workers <= 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Several processes share the port; each builds its app from the environment,
+    # so the flags given here travel as the variables they stand for.
+    for key, value in vars(args).items():
+        if key.startswith("setting_") and value is not None:
+            os.environ[f"TRAITSTREAM_{key.removeprefix('setting_').upper()}"] = str(value)
+    uvicorn.run("traitstream.cli:edge_app_from_env", factory=True, workers=settings.http_workers, **options)
     return 0
 
 
@@ -67,7 +88,7 @@ def _worker(args: argparse.Namespace) -> int:
     from traitstream.worker.dlq import DeadLetters
 
     settings = _settings(args, WorkerSettings)
-    logs.setup(settings.log_format)
+    logs.setup(settings.log_format, settings.log_level)
     metrics = WorkerMetrics()
     start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
     worker = Worker(
@@ -91,7 +112,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from traitstream.store.database import migrate
 
     settings = _settings(args, CommonSettings)
-    logs.setup(settings.log_format)
+    logs.setup(settings.log_format, settings.log_level)
     applied = migrate(settings.database_url)
     print(f"applied: {', '.join(applied)}" if applied else "the database is up to date")
     return 0
@@ -146,7 +167,7 @@ def _dlq(args: argparse.Namespace) -> int:
     from traitstream.worker.replay import replay
 
     settings = _settings(args, CommonSettings)
-    logs.setup(settings.log_format)
+    logs.setup(settings.log_format, settings.log_level)
     count = replay(settings, idle_s=args.idle_seconds, limit=args.limit)
     print(f"replayed {count} record(s) from {settings.dlq_topic} to {settings.topic}")
     return 0
@@ -156,8 +177,110 @@ def _dev(args: argparse.Namespace) -> int:
     from traitstream import devstack
 
     settings = _settings(args, DevSettings)
-    logs.setup(settings.log_format)
+    logs.setup(settings.log_format, settings.log_level)
     return devstack.run(settings)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from traitstream.bench import runner
+
+    settings = _settings(args, CommonSettings)
+    logs.setup("text" if settings.log_format == "auto" else settings.log_format, logging.WARNING)
+    options = runner.BenchOptions(
+        database_url=settings.database_url,
+        redis_url=settings.redis_url,
+        # Only an explicit flag points the bench at an existing broker.
+        kafka_bootstrap=args.setting_kafka_bootstrap,
+        soak_s=args.soak_seconds,
+        workers=args.workers,
+        edge_processes=args.edge_processes,
+        partitions=args.partitions,
+        profile=args.profile,
+        out_dir=Path(args.out),
+        docs_chart=Path(args.docs_chart) if args.docs_chart else None,
+        max_load=args.max_load,
+        max_load_wait_s=args.max_load_wait_seconds,
+    )
+    if args.quick:
+        options = runner.quick(options)
+        if args.profile_given:
+            options = replace(options, profile=args.profile)
+    if args.phase_seconds is not None:
+        options = replace(options, phase_s=args.phase_seconds)
+    if args.latency_seconds is not None:
+        options = replace(options, latency_s=args.latency_seconds)
+    if args.backlog is not None:
+        options = replace(options, backlog=args.backlog)
+    return runner.main(options)
+
+
+class _Given(argparse.BooleanOptionalAction):
+    """Like BooleanOptionalAction, remembering that the flag was given."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace.profile_given = True
+
+
+def _bench_parser(commands: Any) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure throughput and latency against this machine's raw limits",
+        description="Start a stack of its own (a broker on a free port unless --kafka-bootstrap is "
+        "given, a scratch database, the edge, the workers), load it from a separate process, and "
+        "write bench-results/<date>.json and a chart.",
+    )
+    bench.add_argument("--quick", action="store_true", help="short phases: about a minute in all")
+    bench.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=120.0,
+        help="soak at half the maximum rate, watching worker memory (default 120; 600 for ten minutes)",
+    )
+    bench.add_argument(
+        "--phase-seconds", type=float, default=None, help="length of each load phase (default 20, quick 4)"
+    )
+    bench.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=None,
+        help="steady load at half the maximum rate for end-to-end latency (default 30, quick 5)",
+    )
+    bench.add_argument(
+        "--backlog",
+        type=int,
+        default=None,
+        help="identifies queued for the drain (default 100000, quick 15000)",
+    )
+    bench.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    bench.add_argument("--edge-processes", type=int, default=2, help="edge processes (default 2)")
+    bench.add_argument("--partitions", type=int, default=12, help="partitions of the bench topic")
+    bench.add_argument(
+        "--profile",
+        action=_Given,
+        default=True,
+        help="profile the edge and workers with py-spy after the measurements (default on; off with --quick)",
+    )
+    bench.add_argument("--out", default="bench-results", help="where results go (default bench-results)")
+    bench.add_argument(
+        "--docs-chart", default=None, help="also write a small chart here (e.g. docs/bench.png)"
+    )
+    bench.add_argument(
+        "--max-load",
+        type=float,
+        default=None,
+        help="first wait until the 1-minute load average is below this",
+    )
+    bench.add_argument(
+        "--max-load-wait-seconds",
+        type=float,
+        default=1200.0,
+        help="longest wait for --max-load (default 1200)",
+    )
+    bench.set_defaults(run=_bench, profile_given=False)
+    _add_settings_flags(bench, CommonSettings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, default=None, help="replay at most this many records")
     _add_settings_flags(replay, CommonSettings)
     replay.set_defaults(run=_dlq)
+    _bench_parser(commands)
     return parser
 
 

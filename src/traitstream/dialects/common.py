@@ -106,10 +106,24 @@ def check_depth(value: JSON, field: str, limit: int = MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
+def _plainly_fine(value: JSON, limit: int) -> bool:
+    """A cheap proof that ``check_value`` would pass, from one serialization in C
+    instead of two walks in Python: the JSON holds no ``\\u0000`` escape (the only
+    way a NUL can appear), and has no more brackets than ``limit``, so nothing can
+    be nested deeper. False means "walk it", not "wrong"."""
+    try:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return b"\\u0000" not in text and text.count(b"{") + text.count(b"[") <= limit
+
+
 def check_value(value: JSON, field: str, limit: int = MAX_DEPTH) -> None:
     """Depth (413) and content (400) checks for a value bound for the profile store:
     PostgreSQL text and jsonb cannot hold U+0000, so it is refused here, where the
     client can still be told, rather than failing a worker later."""
+    if _plainly_fine(value, limit):
+        return
     check_depth(value, field, limit)
     stack: list[tuple[JSON, str]] = [(value, field)]
     while stack:

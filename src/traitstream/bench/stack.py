@@ -1,0 +1,313 @@
+"""The pipeline under test: a broker of its own on a free port (unless one is
+given), a scratch database, the edge and the workers as separate processes.
+
+Everything started here is stopped by ``close`` (the scratch database dropped),
+whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from traitstream import broker, kafka_admin
+from traitstream.store import keys
+from traitstream.store.database import migrate
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Any, timeout_s: float, what: str, every_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every_s)
+    raise TimeoutError(f"{what} did not happen within {timeout_s:.0f}s")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    metrics_port: int | None = None
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing it", self.name, timeout_s)
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass
+class StackOptions:
+    database_url: str
+    redis_url: str
+    kafka_bootstrap: str | None
+    """None: start a broker of our own on a free port."""
+    workers: int = 2
+    edge_processes: int = 2
+    partitions: int = 12
+    batch_size: int = 2000
+    log_dir: Path = Path("bench-results")
+
+
+@dataclass
+class Stack:
+    options: StackOptions
+    topic: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    api_key: str = field(default_factory=lambda: keys.new_secret("bench_"))
+    workspace: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    http_port: int = field(default_factory=free_port)
+    bootstrap: str = ""
+    database_url: str = ""
+    broker: subprocess.Popen[bytes] | None = None
+    edge: Child | None = None
+    workers: list[Child] = field(default_factory=list)
+    _scratch: str | None = None
+    _probe: psycopg.Connection[Any] | None = None
+    _generation: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Broker, scratch database, migrations, topics and the API key; no edge or workers yet."""
+        o = self.options
+        o.log_dir.mkdir(parents=True, exist_ok=True)
+        if o.kafka_bootstrap:
+            self.bootstrap = o.kafka_bootstrap
+        else:
+            self.bootstrap = f"127.0.0.1:{free_port()}"
+            self.broker = broker.start(self.bootstrap, log_path=str(o.log_dir / "broker.log"))
+        self._scratch = f"traitstream_bench_{uuid.uuid4().hex[:8]}"
+        admin = make_conninfo(o.database_url, dbname="postgres")
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._scratch)))
+        self.database_url = make_conninfo(o.database_url, dbname=self._scratch)
+        migrate(self.database_url)
+        kafka_admin.ensure_topics(self.bootstrap, {self.topic: o.partitions, f"{self.topic}.dlq": 1})
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            keys.register(conn, self.api_key, self.workspace, frozenset(keys.SCOPES), description="bench")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TRAITSTREAM_KAFKA_BOOTSTRAP=self.bootstrap,
+            TRAITSTREAM_DATABASE_URL=self.database_url,
+            TRAITSTREAM_REDIS_URL=self.options.redis_url,
+            TRAITSTREAM_TOPIC=self.topic,
+            TRAITSTREAM_GROUP_ID=f"group-{self.topic}",
+            TRAITSTREAM_LOG_FORMAT="json",
+            TRAITSTREAM_BATCH_SIZE=str(self.options.batch_size),
+        )
+        env.update(extra)
+        return env
+
+    def start_edge(self) -> None:
+        o = self.options
+        self.edge = Child(
+            "edge",
+            [sys.executable, "-m", "traitstream", "edge"],
+            self.env(
+                TRAITSTREAM_HTTP_PORT=str(self.http_port), TRAITSTREAM_HTTP_WORKERS=str(o.edge_processes)
+            ),
+            o.log_dir / f"edge-{self.topic}.log",
+        )
+        self.edge.start()
+        wait_for(self.ready, 60, "the edge answering /readyz", every_s=0.2)
+
+    def rotate_topic(self) -> None:
+        """Move the edge and the workers to a fresh, empty topic (deleting the old
+        one). The bundled broker's cost of serving a tailing consumer grows with
+        the size of the log, so a phase that inherits the previous phases' records
+        would measure the broker's history rather than the pipeline."""
+        self.stop_workers()
+        if self.edge is not None:
+            self.edge.stop()
+        old = self.topic
+        self.topic = f"bench-{uuid.uuid4().hex[:8]}"
+        kafka_admin.ensure_topics(
+            self.bootstrap, {self.topic: self.options.partitions, f"{self.topic}.dlq": 1}
+        )
+        self.delete_topics([old, f"{old}.dlq"])
+        self.start_edge()
+        self.start_workers()
+
+    def delete_topics(self, topics: list[str]) -> None:
+        """Best effort: a broker that cannot delete topics just keeps them."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
+        for name, future in admin.delete_topics(topics, operation_timeout=10).items():
+            try:
+                future.result(timeout=15)
+            except Exception as exc:  # any failure only costs broker memory
+                log.info("could not delete topic %s: %s", name, exc)
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_workers(self) -> None:
+        o = self.options
+        # A fresh consumer group each time: the bundled broker can leave a group
+        # whose members all left stuck in SyncGroup. The workers seek to the offsets
+        # PostgreSQL holds, so a new group resumes exactly where the last one stopped.
+        self._generation += 1
+        group = f"group-{self.topic}-{self._generation}"
+        for index in range(o.workers):
+            port = free_port()
+            child = Child(
+                f"worker-{index + 1}",
+                [sys.executable, "-m", "traitstream", "worker"],
+                self.env(TRAITSTREAM_METRICS_PORT=str(port), TRAITSTREAM_GROUP_ID=group),
+                o.log_dir / f"worker-{index + 1}-{self.topic}-{self._generation}.log",
+                metrics_port=port,
+            )
+            child.start()
+            self.workers.append(child)
+        for child in self.workers:
+            wait_for(lambda c=child: self._metrics_up(c), 60, f"{child.name}'s metrics endpoint")
+
+    def stop_workers(self) -> None:
+        for child in self.workers:
+            child.stop()
+        self.workers = []
+
+    def _metrics_up(self, child: Child) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+        self.stop_workers()
+        if self.edge is not None:
+            self.edge.stop()
+        if self.broker is not None:
+            self.broker.terminate()
+            try:
+                self.broker.wait(10)
+            except subprocess.TimeoutExpired:
+                self.broker.kill()
+                self.broker.wait()
+        self.forget_dedupe_keys()
+        if self._scratch:
+            admin = make_conninfo(self.options.database_url, dbname="postgres")
+            with (
+                contextlib.suppress(psycopg.Error),
+                psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn,
+            ):
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self._scratch))
+                )
+
+    def forget_dedupe_keys(self) -> int:
+        """Remove the workers' dedupe claims for this run's workspace from Redis
+        (millions of keys after a long soak, otherwise kept for the TTL)."""
+        import redis
+
+        client = redis.Redis.from_url(self.options.redis_url, socket_timeout=10)
+        removed = 0
+        try:
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=f"dedupe:{self.workspace}:*", count=10_000):
+                batch.append(key)
+                if len(batch) >= 10_000:
+                    removed += int(client.unlink(*batch))
+                    batch = []
+            if batch:
+                removed += int(client.unlink(*batch))
+        except redis.RedisError as exc:
+            log.warning("could not remove the bench's dedupe keys: %s", exc)
+        finally:
+            client.close()
+        return removed
+
+    # --- what the phases read -------------------------------------------------------
+
+    def worker_metrics(self) -> list[str]:
+        texts = []
+        for child in self.workers:
+            try:
+                texts.append(httpx.get(f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=5).text)
+            except httpx.HTTPError:
+                texts.append("")
+        return texts
+
+    def applied_records(self) -> int:
+        """Records every worker has finished with, from the offsets PostgreSQL
+        committed with the profiles they produced (survives worker restarts)."""
+        if self._probe is None or self._probe.closed:
+            self._probe = psycopg.connect(self.database_url, autocommit=True)
+        row = self._probe.execute(
+            "SELECT coalesce(sum(next_offset), 0) FROM applied_offsets WHERE topic = %s", (self.topic,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def produced_records(self) -> int:
+        """Sum of the topic's high watermarks: every record the broker holds."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": f"bench-probe-{self.topic}", "log_level": 3}
+        )
+        try:
+            total = 0
+            for partition in range(self.options.partitions):
+                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
+                total += max(0, high)
+            return total
+        finally:
+            consumer.close()
+
+    def database_name(self) -> str:
+        return str(conninfo_to_dict(self.database_url).get("dbname", ""))

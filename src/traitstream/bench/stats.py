@@ -1,0 +1,119 @@
+"""The bench's arithmetic: percentiles, rates, ratios, and quantiles of Prometheus
+histograms. Pure functions over values; no I/O."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-quantile (0 to 1) of ``values``, interpolating linearly between
+    the two nearest ranks (numpy's default); None for no values."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile {q} is outside 0..1")
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def rate(count: float, seconds: float) -> float | None:
+    """``count`` per second; None when no time passed."""
+    return count / seconds if seconds > 0 else None
+
+
+def ratio(value: float | None, limit: float | None) -> float | None:
+    """``value`` as a fraction of ``limit``; None when either is unknown or the limit is 0."""
+    if value is None or limit is None or limit <= 0:
+        return None
+    return value / limit
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A Prometheus histogram: ``buckets`` are (upper bound, cumulative count) in
+    increasing bound order, the last bound ``inf``."""
+
+    buckets: tuple[tuple[float, float], ...]
+
+    @property
+    def count(self) -> float:
+        return self.buckets[-1][1] if self.buckets else 0.0
+
+
+def parse_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of the metric ``name`` in a Prometheus text exposition, with its labels."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None or match[1] != name:
+            continue
+        labels = dict(_LABEL.findall(match[2] or ""))
+        found.append((labels, float(match[3])))
+    return found
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include ``labels``."""
+    return sum(
+        value
+        for found, value in parse_samples(text, name)
+        if all(found.get(k) == v for k, v in labels.items())
+    )
+
+
+def parse_histogram(text: str, name: str) -> Histogram:
+    """The histogram ``name`` (its ``_bucket`` samples, summed over every other label)."""
+    counts: dict[float, float] = {}
+    for labels, value in parse_samples(text, f"{name}_bucket"):
+        bound = float(labels["le"])  # "+Inf" parses as inf
+        counts[bound] = counts.get(bound, 0.0) + value
+    return Histogram(tuple(sorted(counts.items())))
+
+
+def merge_histograms(histograms: Iterable[Histogram]) -> Histogram:
+    """Several processes' histograms of the same metric (same bounds) as one."""
+    counts: dict[float, float] = {}
+    for histogram in histograms:
+        for bound, count in histogram.buckets:
+            counts[bound] = counts.get(bound, 0.0) + count
+    return Histogram(tuple(sorted(counts.items())))
+
+
+def histogram_delta(after: Histogram, before: Histogram) -> Histogram:
+    """What was observed between two scrapes of one histogram."""
+    earlier = dict(before.buckets)
+    return Histogram(tuple((b, c - earlier.get(b, 0.0)) for b, c in after.buckets))
+
+
+def histogram_quantile(q: float, histogram: Histogram) -> float | None:
+    """Prometheus' ``histogram_quantile``: find the bucket holding rank ``q * count``
+    and interpolate linearly inside it (the first bucket starts at 0). A rank in the
+    ``+Inf`` bucket answers the highest finite bound. None when nothing was observed."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile {q} is outside 0..1")
+    buckets = histogram.buckets
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank and count > previous_count:
+            if math.isinf(bound):
+                return previous_bound
+            return previous_bound + (bound - previous_bound) * (rank - previous_count) / (
+                count - previous_count
+            )
+        previous_bound, previous_count = bound, count
+    return previous_bound

@@ -1,0 +1,297 @@
+"""The bench's pure parts: percentiles, ratios, Prometheus histograms, the profile
+summary, the workload, the load generator's target check; and the hand-written
+Avro path the bench's profile led to, byte for byte against fastavro."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import struct
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from fastavro import schemaless_reader, schemaless_writer
+
+from traitstream.avro import codec
+from traitstream.avro.schemas import LOCAL_SCHEMA_ID, LocalSchemas
+from traitstream.bench import profile, report, stats, workload
+from traitstream.bench.load import check_loopback
+from traitstream.dialects import thrivestack
+from traitstream.dialects.common import Envelope, check_value
+from traitstream.errors import InvalidRecord, InvalidRequest, LimitExceeded
+from traitstream.events import IdentifyEvent, Kind, Op, Operation
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EXPOSITION = """\
+# HELP traitstream_end_to_end_seconds From the edge receiving an identify to its being applied
+# TYPE traitstream_end_to_end_seconds histogram
+traitstream_end_to_end_seconds_bucket{le="0.1"} 10.0
+traitstream_end_to_end_seconds_bucket{le="0.25"} 60.0
+traitstream_end_to_end_seconds_bucket{le="0.5"} 90.0
+traitstream_end_to_end_seconds_bucket{le="1.0"} 100.0
+traitstream_end_to_end_seconds_bucket{le="+Inf"} 100.0
+traitstream_end_to_end_seconds_count 100.0
+traitstream_end_to_end_seconds_sum 21.5
+traitstream_worker_events_total{outcome="applied"} 100.0
+traitstream_worker_events_total{outcome="duplicate"} 3.0
+"""
+
+
+# --- percentiles and ratios -----------------------------------------------------------
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]  # unsorted on purpose
+    assert stats.percentile(values, 0.0) == 1.0
+    assert stats.percentile(values, 1.0) == 4.0
+    assert stats.percentile(values, 0.5) == pytest.approx(2.5)
+    assert stats.percentile(list(range(101)), 0.99) == pytest.approx(99.0)
+    assert stats.percentile([7.0], 0.99) == 7.0
+
+
+def test_percentile_of_nothing_is_unknown_and_q_is_checked() -> None:
+    assert stats.percentile([], 0.5) is None
+    with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+        stats.percentile([1.0], 1.5)
+
+
+def test_rate_and_ratio_handle_missing_and_zero() -> None:
+    assert stats.rate(30_000, 2.0) == 15_000
+    assert stats.rate(5, 0.0) is None
+    assert stats.ratio(12_500, 50_000) == 0.25
+    assert stats.ratio(None, 50_000) is None
+    assert stats.ratio(1.0, 0.0) is None
+    assert stats.ratio(1.0, None) is None
+
+
+# --- Prometheus histograms ------------------------------------------------------------
+
+
+def test_parse_histogram_reads_cumulative_buckets_in_order() -> None:
+    histogram = stats.parse_histogram(EXPOSITION, "traitstream_end_to_end_seconds")
+    assert histogram.buckets == ((0.1, 10.0), (0.25, 60.0), (0.5, 90.0), (1.0, 100.0), (math.inf, 100.0))
+    assert histogram.count == 100.0
+
+
+def test_metric_total_filters_by_label_and_ignores_longer_names() -> None:
+    assert stats.metric_total(EXPOSITION, "traitstream_worker_events_total", outcome="applied") == 100.0
+    assert stats.metric_total(EXPOSITION, "traitstream_worker_events_total") == 103.0
+    # _count and _sum are other metrics, not samples of the bucket series.
+    assert stats.metric_total(EXPOSITION, "traitstream_end_to_end_seconds") == 0.0
+
+
+def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
+    histogram = stats.parse_histogram(EXPOSITION, "traitstream_end_to_end_seconds")
+    # rank 50 of 100 lies in (0.1, 0.25], 40 of its 50 observations in: 0.1 + 0.15 * 40/50.
+    assert stats.histogram_quantile(0.5, histogram) == pytest.approx(0.22)
+    # rank 99 lies in (0.5, 1.0], 9 of its 10: 0.5 + 0.5 * 9/10.
+    assert stats.histogram_quantile(0.99, histogram) == pytest.approx(0.95)
+    # rank 5 lies in the first bucket, which starts at 0.
+    assert stats.histogram_quantile(0.05, histogram) == pytest.approx(0.05)
+
+
+def test_histogram_quantile_in_the_inf_bucket_answers_the_highest_bound() -> None:
+    histogram = stats.Histogram(((0.5, 1.0), (1.0, 2.0), (math.inf, 10.0)))
+    assert stats.histogram_quantile(0.99, histogram) == 1.0
+
+
+def test_histogram_quantile_of_an_empty_histogram_is_unknown() -> None:
+    assert stats.histogram_quantile(0.5, stats.Histogram(())) is None
+    assert stats.histogram_quantile(0.5, stats.Histogram(((1.0, 0.0), (math.inf, 0.0)))) is None
+
+
+def test_delta_and_merge_give_one_window_over_several_workers() -> None:
+    before = stats.Histogram(((0.1, 5.0), (1.0, 5.0), (math.inf, 5.0)))
+    after = stats.Histogram(((0.1, 15.0), (1.0, 25.0), (math.inf, 25.0)))
+    other = stats.Histogram(((0.1, 0.0), (1.0, 20.0), (math.inf, 20.0)))
+    window = stats.merge_histograms([stats.histogram_delta(after, before), other])
+    assert window.buckets == ((0.1, 10.0), (1.0, 40.0), (math.inf, 40.0))
+    # rank 20 of 40: 10 below 0.1, then 10 of the next 30 in (0.1, 1.0].
+    assert stats.histogram_quantile(0.5, window) == pytest.approx(0.1 + 0.9 * 10 / 30)
+
+
+# --- targets, profile summary, workload, load generator -------------------------------
+
+
+def test_targets_judge_each_figure_and_leave_unmeasured_ones_open() -> None:
+    results = {
+        "figures": {
+            "end_to_end": {"identifies_per_s": 9_000.0, "ratio": 0.3},
+            "batched_ingestion": {"identifies_per_s": 12_000.0},
+            "single_identify": {"requests_per_s": 3_100.0, "latency_ms": {"p99": 60.0}},
+            "steady": {"rate_target": 4_500.0, "e2e_latency_s": {"p99": 0.4}},
+        }
+    }
+    met = {t.name.split(" (")[0]: t.met for t in report.targets(results)}
+    assert met["end-to-end applied rate ≥ 0.25 of the PostgreSQL bulk upsert"] is True
+    assert met["batched ingestion acknowledged"] is False
+    assert met["single-identify requests"] is False  # the rate is met, the p99 is not
+    assert met["end-to-end p99 at half the maximum rate"] is True
+    assert met["worker memory flat over the soak"] is None
+
+
+def test_profile_summary_charges_samples_to_the_innermost_known_area() -> None:
+    collapsed = "\n".join(
+        [
+            "process 1:main;run (traitstream/worker/consumer.py:99);decode (traitstream/avro/codec.py:90) 30",
+            "main;run (traitstream/worker/consumer.py:99);apply (traitstream/store/profiles.py:170);"
+            "execute (psycopg/cursor.py:100) 50",
+            "main;handle (traitstream/edge/context.py:57);_encode_v1 (traitstream/avro/codec.py:240) 15",
+            "main;mystery (somewhere.py:1) 5",
+            "malformed line",
+        ]
+    )
+    summary = profile.summarize(collapsed)
+    assert summary.samples == 100
+    assert dict(summary.areas) == {
+        "PostgreSQL (client and waits)": 50,
+        "Avro decode and checks": 30,
+        "Avro encode": 15,
+        "other: mystery (somewhere.py:1)": 5,
+    }
+    assert summary.leaves[0] == ("execute (psycopg/cursor.py:100)", 50)
+
+
+def test_workload_bodies_are_valid_thrivestack_batches() -> None:
+    (body,) = workload.bodies(1, 50, 1000, seed=3)
+    events = thrivestack.parse(body, Envelope("bench", "r", 1_700_000_000_000))
+    assert len(events) == 50
+    assert all(e.user_id and e.user_id.startswith("bench-user-") for e in events)
+    single = orjson.loads(workload.bodies(1, 1, 1000, seed=3)[0])
+    assert isinstance(single, dict)
+    assert workload.bodies(2, 5, 100, seed=9) == workload.bodies(2, 5, 100, seed=9)
+
+
+def test_user_sample_never_repeats_a_user_in_one_batch() -> None:
+    sample = workload.user_sample(random.Random(1), 10_000, 5_000)
+    assert len(sample) == len(set(sample)) == 5_000
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"])
+def test_load_generator_accepts_loopback(url: str) -> None:
+    host, port = check_loopback(url)
+    assert port > 0 and host
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8080", "http://example.com", "https://127.0.0.1:1"])
+def test_load_generator_refuses_anything_else(url: str) -> None:
+    with pytest.raises(ValueError, match=r"loopback|http://"):
+        check_loopback(url)
+
+
+# --- the hot paths the profile led to ------------------------------------------------
+
+
+def _random_event(rng: random.Random) -> IdentifyEvent:
+    def text() -> str:
+        return "".join(rng.choice('aé中😀"\\\n') for _ in range(rng.randrange(0, 200)))
+
+    def value() -> object:
+        return rng.choice([None, True, 7, -5, 2**40, 1.5, text(), [1, "a"], {"k": text()}])
+
+    operations = []
+    for _ in range(rng.randrange(0, 70)):
+        op = rng.choice(list(Op))
+        trait = None if op is Op.CLEAR_ALL else text()
+        operations.append(Operation(op, trait, None if op in (Op.UNSET, Op.CLEAR_ALL) else value()))
+    return IdentifyEvent(
+        workspace_id=text() or "w",
+        user_id=rng.choice([None, text()]),
+        dialect=text(),
+        event_time_ms=rng.randrange(-62_135_596_800_000, 253_402_300_799_999),
+        received_time_ms=rng.randrange(0, 2**41),
+        response_id=text() or "r",
+        event_index=rng.randrange(0, 2**31 - 1),
+        anonymous_ids=tuple(text() or "a" for _ in range(rng.randrange(0, 70))),
+        profile_created_at_ms=rng.choice([None, rng.randrange(-(10**12), 10**13)]),
+        dedupe_key=rng.choice([None, text()]),
+        context=rng.choice([None, {"a": value()}]),
+        operations=tuple(operations),
+        kind=rng.choice(list(Kind)),
+    )
+
+
+def _exact_millis(value: object) -> object:
+    if isinstance(value, datetime):
+        return (value - EPOCH) // timedelta(milliseconds=1)
+    return value
+
+
+def test_hand_written_v1_encoding_and_decoding_match_fastavro_byte_for_byte() -> None:
+    rng = random.Random(5)
+    for _ in range(300):
+        event = _random_event(rng)
+        out = io.BytesIO()
+        out.write(b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID))
+        schemaless_writer(out, codec._READER, codec.to_record(event))
+        data = out.getvalue()
+        assert codec.encode(event, LOCAL_SCHEMA_ID) == data
+        body = io.BytesIO(data[5:])
+        reference = {k: _exact_millis(v) for k, v in schemaless_reader(body, codec._READER, None).items()}
+        assert codec._decode_v1(data, 5) == (reference, len(data))
+
+
+def test_valid_events_round_trip_through_the_hand_written_path() -> None:
+    event = IdentifyEvent(
+        workspace_id="ws",
+        user_id="u1",
+        anonymous_ids=("dev-1", "dev-2"),
+        dialect="thrivestack",
+        event_time_ms=1_700_000_000_123,
+        received_time_ms=1_700_000_000_456,
+        profile_created_at_ms=-5,
+        response_id="r1",
+        event_index=70_000,
+        dedupe_key="k",
+        context={"ip": "127.0.0.1"},
+        operations=(
+            Operation(Op.SET, "plan", {"tier": "pro"}),
+            Operation(Op.ADD, "n", 2),
+            Operation(Op.UNSET, "x"),
+        ),
+    )
+    assert codec.decode(codec.encode(event, LOCAL_SCHEMA_ID), LocalSchemas()) == event
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x05",  # enum index -3
+        b"\x00\x04ws\x01",  # union branch -1
+        b"\x00\x7f",  # a string longer than the record
+        b"\x00\x04w\xff",  # invalid UTF-8 ... and short
+    ],
+)
+def test_hand_written_decoder_refuses_corrupt_bytes(body: bytes) -> None:
+    data = b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID) + body
+    with pytest.raises(InvalidRecord) as caught:
+        codec.decode(data, LocalSchemas())
+    assert caught.value.reason == "avro_decode"
+
+
+def test_value_check_shortcut_agrees_with_the_full_walk() -> None:
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(41):
+        node["n"] = {}
+        node = node["n"]  # type: ignore[assignment]
+    check_value({"a": [1, {"b": "x"}], "c": '{"[not nested]"}' * 30}, "traits")  # brackets in strings only
+    with pytest.raises(LimitExceeded, match="nested more than 40"):
+        check_value(deep, "traits")
+    with pytest.raises(InvalidRequest, match=r"traits\.a\[1\] contains a NUL"):
+        check_value({"a": ["ok", "x\x00"]}, "traits")
+    with pytest.raises(InvalidRequest, match="key with a NUL"):
+        check_value({"k\x00": 1}, "traits")
+    check_value({"a": "\\u0000 is text, not a NUL"}, "traits")
+
+
+def test_results_never_record_a_password() -> None:
+    from pathlib import Path
+
+    from traitstream.bench.runner import _public
+
+    assert _public("postgresql://app:s3cret@127.0.0.1:5432/db") == "postgresql://app:***@127.0.0.1:5432/db"
+    assert _public("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert _public(Path("bench-results")) == "bench-results"
