@@ -10,11 +10,13 @@ repair read together only the repair is sent back.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import subprocess
 import sys
 import uuid
 
+import psycopg
 import pytest
 
 from tests.faults.harness import (
@@ -36,6 +38,12 @@ REASONS = ["not_avro", "unknown_schema_id", "invalid_content", "store_rejected"]
 
 def add_one(stack: Stack, user: str, key: str, *extra: Operation) -> IdentifyEvent:
     return event(stack.workspace, user=user, dedupe_key=key, ops=[Operation(Op.ADD, "n", 1), *extra])
+
+
+def unstorable(record: IdentifyEvent) -> IdentifyEvent:
+    """A record that decodes and validates but that the store refuses (see the check
+    constraint the test adds): what a value PostgreSQL cannot hold does to a batch."""
+    return dataclasses.replace(record, operations=(*record.operations, Operation(Op.SET, "refuse_me", True)))
 
 
 def counter(stack: Stack, user: str) -> int | None:
@@ -72,7 +80,9 @@ def test_poison_records_are_dead_lettered_then_repaired_and_replayed_once(
     invalid = event(
         stack.workspace, user=user, dedupe_key=f"{user}-meant-2", ops=[Operation(Op.ADD, "n", "one")]
     )
-    refused_by_store = add_one(stack, user, f"{user}-meant-3", Operation(Op.SET, "note", "nul\x00byte"))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE profiles ADD CONSTRAINT refuses_poison CHECK (NOT traits ? 'refuse_me')")
+    refused_by_store = unstorable(add_one(stack, user, f"{user}-meant-3"))
     poison: list[bytes] = [
         as_json,
         bytes(wrong_id),
@@ -131,7 +141,7 @@ def test_poison_records_are_dead_lettered_then_repaired_and_replayed_once(
     publish(
         stack.bootstrap,
         stack.topic,
-        [add_one(stack, user, again, Operation(Op.SET, "note", "\x00")), add_one(stack, user, again)],
+        [unstorable(add_one(stack, user, again)), add_one(stack, user, again)],
     )
     wait_caught_up(stack)
     assert counter(stack, user) == len(good) + len(repaired) + 1

@@ -104,6 +104,11 @@ def _with(**changes: object) -> bytes:
         ({"operations": [{"op": "set", "trait": None, "value_json": "1"}]}, "set needs a trait name"),
         ({"operations": [{"op": "set", "trait": "a", "value_json": "{oops"}]}, "not valid JSON"),
         ({"context_json": "[1]"}, "context_json is not a JSON object"),
+        ({"user_id": "u" * 256}, "user_id is longer than 255"),
+        ({"anonymous_ids": ["a" * 300]}, "anonymous id is longer than 255"),
+        ({"user_id": "a\x00b"}, "holds a NUL character"),
+        ({"operations": [{"op": "set", "trait": "t", "value_json": '"x\\u0000y"'}]}, "value_json holds a NUL"),
+        ({"context_json": '{"ip": "\\u0000"}'}, "context_json holds a NUL"),
     ],
 )
 def test_valid_avro_with_invalid_content_is_refused(changes: dict, named: str) -> None:

@@ -22,6 +22,7 @@ import orjson
 from fastavro import schemaless_reader, schemaless_writer
 
 from traitstream.avro.schemas import SchemaSource, load_v1_text, parse
+from traitstream.dialects.common import MAX_ID_CHARS
 from traitstream.errors import InvalidRecord
 from traitstream.events import JSON, IdentifyEvent, Kind, Op, Operation
 
@@ -133,7 +134,39 @@ def _millis(value: Any) -> int:
     return int(value.timestamp() * 1000)
 
 
+def _has_nul(value: JSON) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _check_text(record: dict[str, Any]) -> None:
+    """PostgreSQL stores no NUL character and indexes no huge id: refuse them here, with
+    a reason, instead of letting the store reject the batch."""
+    ids = [record["workspace_id"], record["user_id"], *record["anonymous_ids"]]
+    for name, value in zip(("workspace_id", "user_id"), ids, strict=False):
+        if value is not None and len(value) > MAX_ID_CHARS:
+            raise InvalidRecord("invalid_content", f"{name} is longer than {MAX_ID_CHARS} characters")
+    if any(len(a) > MAX_ID_CHARS for a in record["anonymous_ids"]):
+        raise InvalidRecord("invalid_content", f"an anonymous id is longer than {MAX_ID_CHARS} characters")
+    texts = [*ids, record["response_id"], record["dedupe_key"], record["dialect"]]
+    texts += [raw["trait"] for raw in record["operations"]]
+    if any(t is not None and "\x00" in t for t in texts):
+        raise InvalidRecord("invalid_content", "an id, trait name or dialect holds a NUL character")
+
+
+def _check_json_nul(text: str | None, value: JSON, where: str) -> None:
+    # JSON spells NUL as \u0000; only then is the parsed value worth walking.
+    if text is not None and "\\u0000" in text and _has_nul(value):
+        raise InvalidRecord("invalid_content", f"{where} holds a NUL character")
+
+
 def from_record(record: dict[str, Any]) -> IdentifyEvent:
+    _check_text(record)
     kind = record["kind"]
     if kind not in ("identify", "erase"):
         raise InvalidRecord("invalid_content", f"kind {kind!r} is not identify or erase")
@@ -160,10 +193,12 @@ def from_record(record: dict[str, Any]) -> IdentifyEvent:
         if op in _OPS_NEEDING_VALUE and raw["value_json"] is None:
             raise InvalidRecord("invalid_content", f"{where}: {op.value} of {trait!r} needs value_json")
         value = _loads(raw["value_json"], f"{where}.value_json")
+        _check_json_nul(raw["value_json"], value, f"{where}.value_json")
         if op is Op.ADD and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise InvalidRecord("invalid_content", f"{where}: add of {trait!r} needs a number")
         operations.append(Operation(op, trait, value))
     context = _loads(record["context_json"], "context_json")
+    _check_json_nul(record["context_json"], context, "context_json")
     if context is not None and not isinstance(context, dict):
         raise InvalidRecord("invalid_content", "context_json is not a JSON object")
     created = record["profile_created_at"]
