@@ -71,10 +71,16 @@ _FORGET_OTHER_TOPIC = """
 DELETE FROM applied_offsets
 WHERE topic = %(topic)s AND partition = ANY(%(partitions)s) AND topic_id <> %(topic_id)s
 """
+# Only rows that lack the id are written: a worker stalled in a batch holds row locks
+# on its offsets, and a new owner must still be able to read them and start.
+_STAMP_TOPIC = """
+UPDATE applied_offsets SET topic_id = %(topic_id)s
+WHERE topic = %(topic)s AND partition = ANY(%(partitions)s) AND topic_id IS NULL
+  AND %(topic_id)s::text IS NOT NULL
+"""
 _SELECT_ASSIGNED = """
-UPDATE applied_offsets SET topic_id = coalesce(%(topic_id)s, topic_id)
+SELECT partition, next_offset FROM applied_offsets
 WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
-RETURNING partition, next_offset
 """
 _ADVISORY = """
 SELECT pg_advisory_xact_lock(k) FROM (
@@ -156,6 +162,7 @@ class ProfileStore:
                         self._topic,
                         forgotten.rowcount,
                     )
+                conn.execute(_STAMP_TOPIC, args)
                 rows = conn.execute(_SELECT_ASSIGNED, args).fetchall()
         except psycopg.Error as exc:
             self.close()
