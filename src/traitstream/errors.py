@@ -77,6 +77,11 @@ class InvalidRecord(TraitstreamError):
         self.message = message
 
 
+class StoreRejected(TraitstreamError):
+    """The profile store refused a batch for its data (not a fault retrying can fix):
+    the worker finds the refused records and dead-letters them."""
+
+
 class TransientError(TraitstreamError):
     """A dependency failed in a way that retrying later can fix (never dead-lettered).
 

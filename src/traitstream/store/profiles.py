@@ -2,7 +2,8 @@
 
 Contract of ``ProfileStore.apply``: blocks on the database; either everything in
 the batch (profiles, identities, the partitions' next offsets) commits or nothing
-does. It raises ``TransientError`` for anything a retry can fix (connection lost,
+does. It raises ``StoreRejected`` when the batch holds a record PostgreSQL refuses
+(a value it cannot store, a constraint), and ``TransientError`` for anything a retry can fix (connection lost,
 deadlock, serialization failure); retrying the same batch is always safe, because
 records below a partition's committed next offset are skipped.
 """
@@ -20,7 +21,7 @@ import orjson
 import psycopg
 from psycopg.types.json import set_json_loads
 
-from traitstream.errors import TransientError
+from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
 from traitstream.merge import Profile
 from traitstream.worker.plan import (
@@ -191,6 +192,9 @@ class ProfileStore:
         ) as exc:
             self.close()
             raise TransientError(f"postgres: {exc}", source="postgres") from exc
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            # The data, not the database: some record of the batch cannot be stored.
+            raise StoreRejected(f"{type(exc).__name__}: {exc}") from exc
 
     def _apply(
         self,

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollectio
 from confluent_kafka.admin import AdminClient
 
 from traitstream.avro.schemas import SchemaSource
-from traitstream.errors import TransientError
+from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
 from traitstream.metrics import WorkerMetrics
 from traitstream.store.profiles import ApplyResult, Positioned, ProfileStore, RejectHandler
@@ -189,9 +189,7 @@ class Worker:
             result = self._retry(lambda: self._store.apply(fresh, offsets, dead_letter_oversized))
             refused: list[DeadLetter] = []
             heirs = 0
-        except _Abandoned:
-            raise
-        except Exception:
+        except StoreRejected:
             # Not transient, so retrying the batch would fail forever and stall its
             # partitions (a crash loop): find the records the store refuses instead.
             log.exception("the store refused the batch; applying its records one by one")
@@ -252,9 +250,7 @@ class Worker:
             step = {record.partition: record.offset + 1}
             try:
                 done = self._retry(partial(self._store.apply, [record], step, on_rejected))
-            except _Abandoned:
-                raise
-            except Exception as exc:
+            except StoreRejected as exc:
                 if len(refused) >= _REFUSALS_BEFORE_BLAMING_THE_STORE and not applied:
                     # Everything fails: the store is broken, not the records. Stop
                     # loudly rather than dead-letter a whole stream.
@@ -264,7 +260,7 @@ class Worker:
                 letter = DeadLetter(
                     message_at[(record.partition, record.offset)],
                     "store_rejected",
-                    f"the profile store refused it: {type(exc).__name__}: {exc}",
+                    f"the profile store refused it: {exc}",
                 )
                 self._retry(partial(self._dlq.send, [letter]))
                 self._retry(partial(self._deduper.release, [record]))
