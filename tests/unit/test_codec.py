@@ -107,7 +107,10 @@ def _with(**changes: object) -> bytes:
         ({"user_id": "u" * 256}, "user_id is longer than 255"),
         ({"anonymous_ids": ["a" * 300]}, "anonymous id is longer than 255"),
         ({"user_id": "a\x00b"}, "holds a NUL character"),
-        ({"operations": [{"op": "set", "trait": "t", "value_json": '"x\\u0000y"'}]}, "value_json holds a NUL"),
+        (
+            {"operations": [{"op": "set", "trait": "t", "value_json": '"x\\u0000y"'}]},
+            "value_json holds a NUL",
+        ),
         ({"context_json": '{"ip": "\\u0000"}'}, "context_json holds a NUL"),
     ],
 )
