@@ -55,3 +55,6 @@ class WorkerSettings(CommonSettings):
 class DevSettings(EdgeSettings, WorkerSettings):
     dev_api_key: str | None = Field(None, description="API key registered in workspace dev")
     workers: int = Field(2, description="worker processes to run")
+    # Locally a worker that dies should hand its partitions over in seconds, and a
+    # fresh group forms faster too (brokers hold a join for part of this timeout).
+    session_timeout_ms: int = Field(6_000, description="Kafka consumer session timeout")

@@ -103,11 +103,15 @@ class DevStack:
             child.start()
 
     def wait_ready(self, timeout_s: float = 60.0) -> bool:
-        url = f"http://{self.settings.http_host}:{self.settings.http_port}/readyz"
+        """Ready when the edge's /readyz answers 200 and the workers' group has been
+        handed its partitions, so the first identify is applied at once."""
+        s = self.settings
+        edge = f"http://{s.http_host}:{s.http_port}/readyz"
+        workers = [f"http://{s.metrics_host}:{s.metrics_port + i}/metrics" for i in range(s.workers)]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stopping.is_set():
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
+                if httpx.get(edge, timeout=2).status_code == 200 and _assigned(workers):
                     return True
             except httpx.HTTPError:
                 pass
@@ -156,6 +160,16 @@ class DevStack:
                 self.broker.kill()
                 self.broker.wait()
         log.info("every process stopped")
+
+
+def _assigned(metrics_urls: list[str]) -> bool:
+    """Whether any worker has been assigned partitions (the group has formed)."""
+    for url in metrics_urls:
+        for line in httpx.get(url, timeout=2).text.splitlines():
+            assigned = line.startswith('traitstream_worker_rebalances_total{change="assigned"}')
+            if assigned and float(line.rsplit(" ", 1)[1]) > 0:
+                return True
+    return False
 
 
 def run(settings: DevSettings) -> int:
