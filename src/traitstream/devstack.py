@@ -24,6 +24,7 @@ import psycopg
 
 from traitstream import broker, kafka_admin
 from traitstream.config import DevSettings
+from traitstream.exposition import metric_total
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
@@ -164,12 +165,11 @@ class DevStack:
 
 def _assigned(metrics_urls: list[str]) -> bool:
     """Whether any worker has been assigned partitions (the group has formed)."""
-    for url in metrics_urls:
-        for line in httpx.get(url, timeout=2).text.splitlines():
-            assigned = line.startswith('traitstream_worker_rebalances_total{change="assigned"}')
-            if assigned and float(line.rsplit(" ", 1)[1]) > 0:
-                return True
-    return False
+    return any(
+        metric_total(httpx.get(url, timeout=2).text, "traitstream_worker_rebalances_total", change="assigned")
+        > 0
+        for url in metrics_urls
+    )
 
 
 def run(settings: DevSettings) -> int:

@@ -12,6 +12,7 @@ import pytest
 from tests.support.seeds import seed_bytes
 from tests.support.stack import Stack, metric_sum, wait_until
 from traitstream.events import user_profile_id
+from traitstream.exposition import parse_samples
 
 
 @pytest.mark.parametrize("seed", ["thrivestack_000.json", "thrivestack_001.json"])
@@ -145,17 +146,19 @@ def test_consumer_lag_is_reported_per_owned_partition_and_drains(stack: Stack) -
         assert stack.post("/api/identify", {"user_id": f"lag-{i}", "traits": {"i": i}}).status_code == 200
     stack.wait_profile("lag-39")
 
-    def lag_lines() -> list[str] | None:
-        lines = [
-            line
+    def lags() -> list[tuple[dict[str, str], float]] | None:
+        samples = [
+            sample
             for w in stack.workers
-            for line in httpx.get(f"http://127.0.0.1:{w.env['TEST_METRICS_PORT']}/metrics").text.splitlines()
-            if line.startswith("traitstream_consumer_lag{")
+            for sample in parse_samples(
+                httpx.get(f"http://127.0.0.1:{w.env['TEST_METRICS_PORT']}/metrics").text,
+                "traitstream_consumer_lag",
+            )
         ]
         # Every partition owned by one member, and each drained to zero.
-        partitions = {line.split('"')[1] for line in lines}
-        done = len(partitions) == stack.partitions and all(line.endswith(" 0.0") for line in lines)
-        return lines if done else None
+        partitions = {labels["partition"] for labels, _ in samples}
+        done = len(partitions) == stack.partitions and all(value == 0 for _, value in samples)
+        return samples if done else None
 
-    lines = wait_until(lag_lines, 30, "lag of every partition to be reported as 0")
-    assert len(lines) == stack.partitions
+    samples = wait_until(lags, 30, "lag of every partition to be reported as 0")
+    assert len(samples) == stack.partitions

@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from traitstream import broker, kafka_admin
+from traitstream.exposition import labels_of, metric_total
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
@@ -260,8 +261,5 @@ class Stack:
 
 
 def metric_sum(text: str, name: str, labels: str = "") -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {") and labels in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """Sum of the samples of ``name`` carrying every ``key="value"`` pair in ``labels``."""
+    return metric_total(text, name, **labels_of(labels))

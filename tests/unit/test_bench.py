@@ -14,6 +14,7 @@ import orjson
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
+from traitstream import exposition
 from traitstream.avro import codec
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID, LocalSchemas
 from traitstream.bench import profile, report, stats, workload
@@ -76,10 +77,10 @@ def test_parse_histogram_reads_cumulative_buckets_in_order() -> None:
 
 
 def test_metric_total_filters_by_label_and_ignores_longer_names() -> None:
-    assert stats.metric_total(EXPOSITION, "traitstream_worker_events_total", outcome="applied") == 100.0
-    assert stats.metric_total(EXPOSITION, "traitstream_worker_events_total") == 103.0
+    assert exposition.metric_total(EXPOSITION, "traitstream_worker_events_total", outcome="applied") == 100.0
+    assert exposition.metric_total(EXPOSITION, "traitstream_worker_events_total") == 103.0
     # _count and _sum are other metrics, not samples of the bucket series.
-    assert stats.metric_total(EXPOSITION, "traitstream_end_to_end_seconds") == 0.0
+    assert exposition.metric_total(EXPOSITION, "traitstream_end_to_end_seconds") == 0.0
 
 
 def test_histogram_quantile_interpolates_inside_the_bucket() -> None:

@@ -23,7 +23,7 @@ from typing import IO, Any
 import httpx
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from traitstream import broker, kafka_admin
 from traitstream.store import keys
@@ -308,6 +308,3 @@ class Stack:
             return total
         finally:
             consumer.close()
-
-    def database_name(self) -> str:
-        return str(conninfo_to_dict(self.database_url).get("dbname", ""))

@@ -4,12 +4,10 @@ histograms. Pure functions over values; no I/O."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+from traitstream.exposition import parse_samples
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -48,29 +46,6 @@ class Histogram:
     @property
     def count(self) -> float:
         return self.buckets[-1][1] if self.buckets else 0.0
-
-
-def parse_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """Every sample of the metric ``name`` in a Prometheus text exposition, with its labels."""
-    found = []
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None or match[1] != name:
-            continue
-        labels = dict(_LABEL.findall(match[2] or ""))
-        found.append((labels, float(match[3])))
-    return found
-
-
-def metric_total(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include ``labels``."""
-    return sum(
-        value
-        for found, value in parse_samples(text, name)
-        if all(found.get(k) == v for k, v in labels.items())
-    )
 
 
 def parse_histogram(text: str, name: str) -> Histogram:
