@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import httpx
 import psycopg
 
-from traitstream import broker, kafka_admin
+from traitstream import broker, kafka_admin, processes
 from traitstream.config import DevSettings
 from traitstream.exposition import metric_total
 from traitstream.store import keys
@@ -147,19 +147,11 @@ class DevStack:
         for child in self.children:
             if child.process is None:
                 continue
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", child.name)
-                child.process.kill()
-                child.process.wait()
+            _status, killed = processes.stop(child.process, max(0.1, deadline - time.monotonic()))
+            if killed:
+                log.warning("%s did not stop in time; it was killed", child.name)
         if self.broker is not None:
-            self.broker.terminate()
-            try:
-                self.broker.wait(5)
-            except subprocess.TimeoutExpired:
-                self.broker.kill()
-                self.broker.wait()
+            processes.stop(self.broker, 5)
         log.info("every process stopped")
 
 

@@ -24,7 +24,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from traitstream import broker, kafka_admin
+from traitstream import broker, kafka_admin, processes
 from traitstream.exposition import labels_of, metric_total
 from traitstream.store import keys
 from traitstream.store.database import migrate
@@ -69,12 +69,7 @@ class Broker:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            processes.stop(self.process, 5)
             self.process = None
 
 
@@ -111,14 +106,7 @@ class Proc:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return processes.stop(self.process, timeout, sig)[0]
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL, 5)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from traitstream import broker, kafka_admin
+from traitstream import broker, kafka_admin, processes
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
@@ -66,14 +65,8 @@ class Child:
         return self.process.pid if self.process is not None else 0
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0fs; killing it", self.name, timeout_s)
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None and processes.stop(self.process, timeout_s)[1]:
+            log.warning("%s did not stop in %.0fs; it was killed", self.name, timeout_s)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -233,12 +226,7 @@ class Stack:
         if self.edge is not None:
             self.edge.stop()
         if self.broker is not None:
-            self.broker.terminate()
-            try:
-                self.broker.wait(10)
-            except subprocess.TimeoutExpired:
-                self.broker.kill()
-                self.broker.wait()
+            processes.stop(self.broker, 10)
         self.forget_dedupe_keys()
         if self._scratch:
             admin = make_conninfo(self.options.database_url, dbname="postgres")
