@@ -185,6 +185,8 @@ class RenewableProducer:
         return self._current.producer.list_topics(topic, timeout=timeout)
 
     def renew_if_fatal(self) -> None:
+        if not self._current.fatal.is_set():
+            return  # the hot path: once per record, so no lock unless there is work
         with self._lock:
             old = self._current
             if not old.fatal.is_set():
