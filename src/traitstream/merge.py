@@ -51,7 +51,6 @@ class Profile:
     """Stamp of traits whose value came from set_once (never in ``written``)."""
     cleared: Stamp | None = None
     created_at_ms: int | None = None
-    anonymous_ids: set[str] = field(default_factory=set)
 
     def last_write(self, trait: str) -> Stamp | None:
         stamp = self.written.get(trait)
@@ -149,11 +148,10 @@ class Profile:
             created = event.event_time_ms
         if self.created_at_ms is None or created < self.created_at_ms:
             self.created_at_ms = created
-        self.anonymous_ids.update(event.anonymous_ids)
 
     def absorb(self, other: Profile) -> None:
         """Join ``other`` into this profile: per trait the newer write wins, set_once
-        defaults keep the earliest, clears and anonymous ids combine. Commutative."""
+        defaults keep the earliest, clears combine. Commutative."""
         for trait, stamp in other.written.items():
             if trait in other.traits:
                 self.set_value(trait, other.traits[trait], stamp)
@@ -167,7 +165,6 @@ class Profile:
             self.created_at_ms is None or other.created_at_ms < self.created_at_ms
         ):
             self.created_at_ms = other.created_at_ms
-        self.anonymous_ids |= other.anonymous_ids
 
     # --- storage form ------------------------------------------------------------
 
@@ -184,7 +181,6 @@ class Profile:
         traits: dict[str, JSON],
         meta: dict[str, Any],
         created_at_ms: int | None,
-        anonymous_ids: set[str],
     ) -> Profile:
         cleared = meta.get("c")
         return cls(
@@ -193,7 +189,6 @@ class Profile:
             once={t: _stamp(s) for t, s in meta.get("o", {}).items()},
             cleared=None if cleared is None else _stamp(cleared),
             created_at_ms=created_at_ms,
-            anonymous_ids=set(anonymous_ids),
         )
 
 

@@ -119,7 +119,7 @@ def test_stored_form_round_trips() -> None:
             event(15, Operation(Op.CLEAR_ALL)),
         ]
     )
-    stored = Profile.from_stored(profile.traits, profile.meta(), profile.created_at_ms, set())
+    stored = Profile.from_stored(profile.traits, profile.meta(), profile.created_at_ms)
     later = event(12, Operation(Op.SET, "a", "old"))
     stored.apply_event(later)
     profile.apply_event(later)

@@ -117,7 +117,6 @@ def test_an_id_of_another_user_is_not_merged_and_counts_as_conflict() -> None:
     assert (WS, "d1") not in plan.links
     u2 = user_profile_id(WS, "u2")
     assert plan.upserts[u2].profile.traits == {"who": "two"}
-    assert plan.upserts[u2].profile.anonymous_ids == set()
     assert USER not in plan.upserts
 
 
@@ -184,6 +183,6 @@ def test_lock_names_are_sorted_and_cover_users_and_anonymous_ids() -> None:
 def test_profile_state_round_trip_through_storage_keeps_merge_rules() -> None:
     profile = Profile()
     profile.apply_event(ev(5, user="u1", plan="pro"))
-    stored = Profile.from_stored(profile.traits, profile.meta(), profile.created_at_ms, set())
+    stored = Profile.from_stored(profile.traits, profile.meta(), profile.created_at_ms)
     stored.apply_event(ev(3, user="u1", plan="old"))
     assert stored.traits == {"plan": "pro"}

@@ -240,7 +240,7 @@ class ProfileStore:
                 row[0],
                 row[1],
                 row[2],
-                Profile.from_stored(orjson.loads(row[3]), orjson.loads(row[4]), row[5], set()),
+                Profile.from_stored(orjson.loads(row[3]), orjson.loads(row[4]), row[5]),
                 row[6],
                 traits_bytes=len(row[3].encode()),
             )

@@ -172,17 +172,12 @@ class _Planner:
             other = self.rows.get(linked)
             if other is not None and other.user_id is not None:
                 self.plan.conflicts += 1
-                target.profile.anonymous_ids.discard(anon)
                 continue
             if other is not None:
                 target.profile.absorb(other.profile)
                 self._drop(linked)
             self._link(key, target.profile_id)
         target.profile.apply_event(event)
-        # An id left with another user stays out of this profile's list.
-        target.profile.anonymous_ids = {
-            a for a in target.profile.anonymous_ids if self.links.get((ws, a)) == target.profile_id
-        }
         self._touch(target)
         return True
 
