@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import struct
 
 import pytest
@@ -126,3 +127,120 @@ def test_schema_file_in_the_package_is_the_published_one() -> None:
 
     published = Path(__file__).resolve().parents[2] / "schemas" / "identify" / "v1.avsc"
     assert json.loads(published.read_text()) == json.loads(load_v1_text())
+
+
+# --- the fast path for plainly valid v1 records -------------------------------------
+
+
+def _outcome(decoder: object, data: bytes) -> object:
+    try:
+        return decoder(data)  # type: ignore[operator]
+    except InvalidRecord as exc:
+        return (exc.reason, exc.message)
+
+
+def _random_record(rng: random.Random) -> dict:
+    """A v1 record, valid or not in any of the ways the checks look for."""
+
+    def text(valid: bool = True) -> str:
+        alphabet = "aé中😀-_" if valid else 'aé中😀"\\\x00 '
+        return "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 5, 40, 70, 300])))
+
+    def json_text() -> str | None:
+        return rng.choice(
+            [
+                None,
+                "1",
+                "-2.5",
+                "1e5",
+                "true",
+                "null",
+                '"x"',
+                '"\\u0000"',
+                '"\\\\u0000 is text"',
+                '{"a": [1, {"b": "\\u00e9"}]}',
+                "[1, 2",
+                '"' + text() + '"',
+                json.dumps({"k": text(False)}),
+                json.dumps("x" * rng.randrange(60, 200)),
+                "",
+            ]
+        )
+
+    def operation() -> dict:
+        return {
+            "op": rng.choice(codec._OPS),
+            "trait": rng.choice([None, "", "plan", text(False)]),
+            "value_json": json_text(),
+        }
+
+    return {
+        "kind": rng.choice(["identify", "identify", "erase", "unknown"]),
+        "workspace_id": rng.choice(["ws", "", text(False)]),
+        "user_id": rng.choice([None, "", "u1", text(False), "u" * 256]),
+        "anonymous_ids": rng.choice([[], ["d1"], ["d1", ""], [text(False)], ["a" * 256]]),
+        "dialect": rng.choice(["thrivestack", text(False)]),
+        "event_time": rng.randrange(-(2**45), 2**45),
+        "received_time": rng.randrange(0, 2**42),
+        "profile_created_at": rng.choice([None, rng.randrange(-(10**12), 10**13)]),
+        "response_id": rng.choice(["r1", "", text(False)]),
+        "event_index": rng.randrange(-(2**40), 2**40),
+        "dedupe_key": rng.choice([None, "", "k", text(False)]),
+        "context_json": rng.choice([None, "null", "[1]", '{"ip": "1.2.3.4"}', json_text()]),
+        "operations": [operation() for _ in range(rng.choice([0, 1, 3, 9, 70]))],
+    }
+
+
+def _corrupt(rng: random.Random, data: bytes) -> bytes:
+    body = bytearray(data)
+    for _ in range(rng.randrange(1, 4)):
+        where = rng.randrange(5, len(body) + 1)
+        action = rng.randrange(4)
+        if action == 0 and where < len(body):
+            body[where] = rng.randrange(256)
+        elif action == 1:
+            del body[where : where + rng.randrange(1, 4)]
+        elif action == 2:
+            body[where:where] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3)))
+        else:
+            del body[where:]
+    return bytes(body)
+
+
+def test_the_fast_path_agrees_with_the_full_checks() -> None:
+    rng = random.Random(11)
+    schema = parse_schema(json.loads(load_v1_text()))
+    fast, full = 0, 0
+    for index in range(3000):
+        out = io.BytesIO()
+        out.write(b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID))
+        record = _random_record(rng) if index % 3 else codec.to_record(EVENT)
+        schemaless_writer(out, schema, record)
+        data = out.getvalue() if index % 2 else _corrupt(rng, out.getvalue())
+        expected = _outcome(lambda d: codec._decode_checked(d, codec._READER), data)
+        assert _outcome(lambda d: codec.decode(d, SCHEMAS), data) == expected, record
+        try:
+            codec._fast_v1(data)
+            fast += 1
+        except (ValueError, LookupError):
+            full += 1
+    # Both paths were exercised, each many times.
+    assert fast > 300 and full > 300
+
+
+def test_the_fast_path_takes_what_the_edge_writes() -> None:
+    event = EVENT
+    data = codec.encode(event, LOCAL_SCHEMA_ID)
+    assert codec._fast_v1(data) == event
+    anonymous = IdentifyEvent(
+        workspace_id="ws",
+        user_id=None,
+        anonymous_ids=("d1", "d2"),
+        dialect="segment",
+        event_time_ms=-1,
+        received_time_ms=0,
+        response_id="r",
+        operations=(Operation(Op.UNSET, "a"), Operation(Op.SET, "long", "x" * 300)),
+        kind=Kind.ERASE,
+    )
+    assert codec._fast_v1(codec.encode(anonymous, LOCAL_SCHEMA_ID)) == anonymous

@@ -98,7 +98,18 @@ def decode(data: bytes | None, schemas: SchemaSource) -> IdentifyEvent:
         raise InvalidRecord("not_avro", f"magic byte is {magic}, expected 0 (Confluent wire format)")
     writer = schemas.writer_schema(schema_id)
     if _is_v1(writer):
-        record: Any
+        try:
+            return _fast_v1(data)
+        except (ValueError, LookupError):
+            pass  # not plainly fine: the full path finds out why
+    return _decode_checked(data, writer)
+
+
+def _decode_checked(data: bytes, writer: Any) -> IdentifyEvent:
+    """Decode the body after the header with ``writer`` and check every field, in the
+    order that decides which problem a record is refused for."""
+    record: Any
+    if _is_v1(writer):
         try:
             record, end = _decode_v1(data, _HEADER.size)
         except (_DecodeError, IndexError, UnicodeDecodeError) as exc:
@@ -416,3 +427,209 @@ def _decode_v1(data: bytes, start: int) -> tuple[dict[str, Any], int]:
         "operations": r.array(r.operation),
     }
     return record, r.pos
+
+
+# --- v1 records that are plainly fine, straight to the event ------------------------------
+#
+# Nearly every record is valid. ``_fast_v1`` reads one straight into an ``IdentifyEvent``
+# (no record dict, JSON parsed from the record's bytes) and checks it with the cheapest
+# tests that prove it valid. Anything it cannot prove raises ``ValueError`` or
+# ``IndexError``, and ``decode`` then takes the full path, which names the first
+# problem exactly as before: the fast path decides nothing about invalid records.
+# (An unknown enum byte is a ``KeyError``: ``decode`` catches ``LookupError``.)
+# Every check of ``_decode_v1`` and ``from_record`` has its counterpart here;
+# ``tests/unit/test_codec.py`` compares both paths on random and corrupted records.
+# Most records are read as many times as they are delivered, so this is a hot path.
+
+_FAST_KINDS = {0: Kind.IDENTIFY, 2: Kind.ERASE}
+_FAST_OPS = {index * 2: Op(name) for index, name in enumerate(_OPS[:-1])}
+"""Each known operation by its one-byte enum index (``unknown`` is left to the full path)."""
+_NO_TRAIT_BYTE = _OPS.index("clear_all") * 2
+_NO_VALUE_BYTES = frozenset({_OPS.index("unset") * 2, _NO_TRAIT_BYTE})
+_ADD_BYTE = _OPS.index("add") * 2
+_JSON_NUL = b"\\u0000"
+
+
+class _NotPlain(ValueError):
+    """The fast path cannot prove the record valid."""
+
+
+def _long_at(data: bytes, pos: int) -> tuple[int, int]:
+    byte = data[pos]
+    pos += 1
+    n = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        byte = data[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _bytes_at(data: bytes, pos: int) -> tuple[bytes, int]:
+    byte = data[pos]
+    if byte < 0x80 and not byte & 1:
+        size = byte >> 1
+        pos += 1
+    else:
+        size, pos = _long_at(data, pos)
+        if size < 0:
+            raise _NotPlain
+    end = pos + size
+    if end > len(data):
+        raise _NotPlain
+    return data[pos:end], end
+
+
+def _text_at(data: bytes, pos: int) -> tuple[str, int]:
+    """A string with no NUL (which the full path refuses)."""
+    raw, pos = _bytes_at(data, pos)
+    if b"\x00" in raw:
+        raise _NotPlain
+    return raw.decode(), pos
+
+
+def _optional_text_at(data: bytes, pos: int) -> tuple[str | None, int]:
+    branch = data[pos]
+    if branch == 0:
+        return None, pos + 1
+    if branch == 2:
+        return _text_at(data, pos + 1)
+    raise _NotPlain
+
+
+def _id_at(data: bytes, pos: int) -> tuple[str, int]:
+    """A non-empty id of at most ``MAX_ID_CHARS`` characters with no NUL."""
+    text, pos = _text_at(data, pos)
+    if not text or len(text) > MAX_ID_CHARS:
+        raise _NotPlain
+    return text, pos
+
+
+def _millis_at(data: bytes, pos: int) -> tuple[int, int]:
+    value, pos = _long_at(data, pos)
+    if not _MIN_MILLIS <= value <= _MAX_MILLIS:
+        raise _NotPlain
+    return value, pos
+
+
+def _count_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The item count of an array block (a negative count is followed by a byte size)."""
+    count, pos = _long_at(data, pos)
+    if count < 0:
+        count = -count
+        _size, pos = _long_at(data, pos)
+    return count, pos
+
+
+def _json_at(data: bytes, pos: int) -> tuple[JSON, int]:
+    """The JSON value of a present ``value_json`` or ``context_json``, holding no NUL."""
+    raw, pos = _bytes_at(data, pos)
+    if _JSON_NUL in raw:
+        raise _NotPlain  # maybe a NUL, maybe only text that says so: the full path walks it
+    return orjson.loads(raw), pos
+
+
+def _fast_v1(data: bytes) -> IdentifyEvent:
+    """The event of a valid v1 record (header included); raises ``ValueError`` or
+    ``LookupError`` for any record it cannot prove valid."""
+    kind = _FAST_KINDS[data[_HEADER.size]]
+    workspace_id, pos = _id_at(data, _HEADER.size + 1)
+    user_id, pos = _optional_text_at(data, pos)
+    if user_id is not None and len(user_id) > MAX_ID_CHARS:
+        raise _NotPlain
+    anonymous_ids: list[str] = []
+    count, pos = _count_at(data, pos)
+    while count:
+        for _ in range(count):
+            anonymous_id, pos = _id_at(data, pos)
+            anonymous_ids.append(anonymous_id)
+        count, pos = _count_at(data, pos)
+    if not user_id and not anonymous_ids:
+        raise _NotPlain
+    dialect, pos = _text_at(data, pos)
+    event_time, pos = _millis_at(data, pos)
+    received_time, pos = _millis_at(data, pos)
+    branch = data[pos]
+    created: int | None = None
+    if branch == 2:
+        created, pos = _millis_at(data, pos + 1)
+    elif branch == 0:
+        pos += 1
+    else:
+        raise _NotPlain
+    response_id, pos = _text_at(data, pos)
+    if not response_id:
+        raise _NotPlain
+    event_index, pos = _long_at(data, pos)
+    dedupe_key, pos = _optional_text_at(data, pos)
+    branch = data[pos]
+    context: JSON = None
+    if branch == 2:
+        context, pos = _json_at(data, pos + 1)
+        if context is not None and type(context) is not dict:
+            raise _NotPlain
+    elif branch == 0:
+        pos += 1
+    else:
+        raise _NotPlain
+    operations: list[Operation] = []
+    loads = orjson.loads
+    count, pos = _count_at(data, pos)
+    while count:
+        for _ in range(count):
+            # Inlined for the usual shapes (this loop runs once per trait): a trait name
+            # and a value under 64 bytes, whose length is one byte. A length that runs
+            # past the end only shortens the slice; the next read past the end (there
+            # is always one, at least the final position check) refuses the record.
+            code = data[pos]
+            op = _FAST_OPS[code]
+            trait: str | None
+            if data[pos + 1] == 2 and (size := data[pos + 2]) < 0x80 and not size & 1:
+                start = pos + 3
+                pos = start + (size >> 1)
+                raw = data[start:pos]
+                if b"\x00" in raw:
+                    raise _NotPlain
+                trait = raw.decode()
+            else:
+                trait, pos = _optional_text_at(data, pos + 1)
+            if not trait and code != _NO_TRAIT_BYTE:
+                raise _NotPlain
+            value: JSON = None
+            if data[pos] == 2:
+                if (size := data[pos + 1]) < 0x80 and not size & 1:
+                    start = pos + 2
+                    pos = start + (size >> 1)
+                    raw = data[start:pos]
+                else:
+                    raw, pos = _bytes_at(data, pos + 1)
+                if _JSON_NUL in raw:
+                    raise _NotPlain
+                value = loads(raw)
+                if code == _ADD_BYTE and type(value) is not int and type(value) is not float:
+                    raise _NotPlain
+            elif data[pos] == 0 and code in _NO_VALUE_BYTES:
+                pos += 1
+            else:
+                raise _NotPlain
+            operations.append(Operation(op, trait, value))
+        count, pos = _count_at(data, pos)
+    if pos != len(data):
+        raise _NotPlain
+    return IdentifyEvent(
+        kind=kind,
+        workspace_id=workspace_id,
+        user_id=user_id or None,
+        anonymous_ids=tuple(anonymous_ids),
+        dialect=dialect,
+        event_time_ms=event_time,
+        received_time_ms=received_time,
+        profile_created_at_ms=created,
+        response_id=response_id,
+        event_index=event_index,
+        dedupe_key=dedupe_key or None,
+        context=context,
+        operations=tuple(operations),
+    )
