@@ -7,9 +7,8 @@ wire form.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 JSON = Any
 """A JSON value: dict, list, str, int, float, bool or None."""
@@ -19,11 +18,18 @@ PROFILE_NAMESPACE = uuid.UUID("5b1c3f9e-7a4d-5e2b-9c61-0d8f2a7e4b13")
 
 
 class Kind(StrEnum):
+    __hash__ = str.__hash__  # as for Op, below
+
     IDENTIFY = "identify"
     ERASE = "erase"
 
 
 class Op(StrEnum):
+    # Hash as the plain string: Enum's own __hash__ is a Python call, and operations
+    # are looked up in dicts and sets once per trait. Equal strings compare equal to
+    # members already, so this also makes hash agree with ==.
+    __hash__ = str.__hash__
+
     SET = "set"
     SET_ONCE = "set_once"
     UNSET = "unset"
@@ -36,15 +42,24 @@ class Op(StrEnum):
     CLEAR_ALL = "clear_all"
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(NamedTuple):
+    """One change to one trait (``trait`` is None only for ``clear_all``).
+
+    A named tuple rather than a frozen dataclass: as immutable, and about half the
+    cost to build, which counts at one per trait of every identify."""
+
     op: Op
     trait: str | None = None
     value: JSON = None
 
 
-@dataclass(frozen=True, slots=True)
-class IdentifyEvent:
+class IdentifyEvent(NamedTuple):
+    """One identify, as every dialect parses it and the worker applies it.
+
+    Immutable, and a named tuple for the same reason as ``Operation``: the edge
+    builds one per identify, and a frozen dataclass of 13 fields took a sixth of
+    the parsing time to build."""
+
     workspace_id: str
     user_id: str | None
     dialect: str
@@ -56,7 +71,7 @@ class IdentifyEvent:
     profile_created_at_ms: int | None = None
     dedupe_key: str | None = None
     context: dict[str, JSON] | None = None
-    operations: tuple[Operation, ...] = field(default=())
+    operations: tuple[Operation, ...] = ()
     kind: Kind = Kind.IDENTIFY
 
     @property

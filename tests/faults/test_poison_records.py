@@ -10,7 +10,6 @@ repair read together only the repair is sent back.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 import subprocess
 import sys
@@ -43,7 +42,7 @@ def add_one(stack: Stack, user: str, key: str, *extra: Operation) -> IdentifyEve
 def unstorable(record: IdentifyEvent) -> IdentifyEvent:
     """A record that decodes and validates but that the store refuses (see the check
     constraint the test adds): what a value PostgreSQL cannot hold does to a batch."""
-    return dataclasses.replace(record, operations=(*record.operations, Operation(Op.SET, "refuse_me", True)))
+    return record._replace(operations=(*record.operations, Operation(Op.SET, "refuse_me", True)))
 
 
 def counter(stack: Stack, user: str) -> int | None:
