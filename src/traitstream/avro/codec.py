@@ -65,7 +65,7 @@ def to_record(event: IdentifyEvent) -> dict[str, Any]:
 
 def encode(event: IdentifyEvent, schema_id: int, writer_schema: Any = _READER) -> bytes:
     if writer_schema is _READER:
-        return _HEADER.pack(MAGIC, schema_id) + _encode_v1(event)
+        return _encode_v1(event, _HEADER.pack(MAGIC, schema_id))
     out = io.BytesIO()
     out.write(_HEADER.pack(MAGIC, schema_id))
     schemaless_writer(out, writer_schema, to_record(event))
@@ -265,13 +265,29 @@ class _DecodeError(ValueError):
 def _long(value: int) -> bytes:
     if 0 <= value < 64:
         return _SMALL[value]
-    n = (value << 1) ^ (value >> 63)
+    encoded = _LONGS.get(value)
+    if encoded is None:
+        encoded = _varint((value << 1) ^ (value >> 63))
+        if len(_LONGS) >= _LONGS_KEPT:
+            _LONGS.clear()
+        _LONGS[value] = encoded
+    return encoded
+
+
+def _varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_LONGS: dict[int, bytes] = {}
+"""Encodings of recent larger longs. Most are times, and the identifies of one
+request share their received time (often their event time too): the loop above
+costs more than a whole trait, three times per identify."""
+_LONGS_KEPT = 4096
 
 
 def _string(value: str) -> bytes:
@@ -284,35 +300,72 @@ def _optional_string(value: str | None) -> bytes:
     return b"\x00" if value is None else b"\x02" + _string(value)
 
 
-def _encode_v1(event: IdentifyEvent) -> bytes:
-    """The Avro body (no wire-format header) of ``event`` in the v1 schema."""
-    parts = [
-        _KIND_BYTE[event.kind],
-        _string(event.workspace_id),
-        _optional_string(event.user_id),
-    ]
+def _encode_v1(event: IdentifyEvent, header: bytes = b"") -> bytes:
+    """``header`` then the Avro body of ``event`` in the v1 schema.
+
+    The edge's hot path: JSON values go from ``orjson.dumps`` straight into the
+    buffer (no round trip through ``str``), and trait names, which repeat from
+    one identify to the next, are encoded once."""
+    out = bytearray(header)
+    out += _KIND_BYTE[event.kind]
+    out += _string(event.workspace_id)
+    out += _optional_string(event.user_id)
     if event.anonymous_ids:
-        parts.append(_long(len(event.anonymous_ids)))
-        parts.extend(_string(a) for a in event.anonymous_ids)
-    parts += [
-        b"\x00",
-        _string(event.dialect),
-        _long(event.event_time_ms),
-        _long(event.received_time_ms),
-        b"\x00" if event.profile_created_at_ms is None else b"\x02" + _long(event.profile_created_at_ms),
-        _string(event.response_id),
-        _long(event.event_index),
-        _optional_string(event.dedupe_key),
-        b"\x00" if event.context is None else b"\x02" + _string(_dumps(event.context)),
-    ]
-    if event.operations:
-        parts.append(_long(len(event.operations)))
-        for op in event.operations:
-            parts.append(_OP_BYTE[op.op])
-            parts.append(_optional_string(op.trait))
-            parts.append(b"\x00" if op.op in _NO_VALUE else b"\x02" + _string(_dumps(op.value)))
-    parts.append(b"\x00")
-    return b"".join(parts)
+        out += _long(len(event.anonymous_ids))
+        for anonymous_id in event.anonymous_ids:
+            out += _string(anonymous_id)
+    out += b"\x00"
+    out += _string(event.dialect)
+    out += _long(event.event_time_ms)
+    out += _long(event.received_time_ms)
+    if event.profile_created_at_ms is None:
+        out += b"\x00"
+    else:
+        out += b"\x02"
+        out += _long(event.profile_created_at_ms)
+    out += _string(event.response_id)
+    out += _long(event.event_index)
+    out += _optional_string(event.dedupe_key)
+    if event.context is None:
+        out += b"\x00"
+    else:
+        _some_json(out, event.context)
+    operations = event.operations
+    if operations:
+        out += _long(len(operations))
+        names, dumps, small = _TRAIT_NAMES, orjson.dumps, _SOME_SMALL
+        for operation in operations:
+            op = operation.op
+            out += _OP_BYTE[op]
+            name = names.get(operation.trait)
+            if name is None:
+                name = _optional_string(operation.trait)
+                if len(names) < _TRAIT_NAMES_KEPT:
+                    names[operation.trait] = name
+            out += name
+            if op in _NO_VALUE:
+                out += b"\x00"
+            else:  # _some_json, inlined: this loop runs once per trait
+                text = dumps(operation.value)
+                size = len(text)
+                out += small[size] if size < 64 else b"\x02" + _long(size)
+                out += text
+    out += b"\x00"
+    return bytes(out)
+
+
+_SOME_SMALL = tuple(b"\x02" + bytes((n << 1,)) for n in range(64))
+"""The union branch "present" and a one-byte length: most optional strings start so."""
+_TRAIT_NAMES: dict[str | None, bytes] = {}
+_TRAIT_NAMES_KEPT = 4096
+
+
+def _some_json(out: bytearray, value: JSON) -> None:
+    """Append ``value`` as the present branch of an optional JSON string."""
+    text = orjson.dumps(value)
+    size = len(text)
+    out += _SOME_SMALL[size] if size < 64 else b"\x02" + _long(size)
+    out += text
 
 
 class _Reader:
