@@ -179,7 +179,7 @@ def parse_time_ms(value: JSON, name: str) -> int:
         raise InvalidRequest(
             f"{name} must be an ISO 8601 date-time string, got {type_name(value)}", field=name
         )
-    text = _SHORT_YEAR.sub(lambda m: f"20{m[1]}-{m[2]}-{m[3]}", value)
+    text = _SHORT_YEAR.sub(lambda m: f"20{m[1]}-{m[2]}-{m[3]}", value) if value[2:3] == "-" else value
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:

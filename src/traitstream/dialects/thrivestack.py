@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 from traitstream.dialects.common import (
@@ -62,5 +63,5 @@ def _event(item: dict[str, Any], where: str, index: int, envelope: Envelope) -> 
         event_index=index,
         dedupe_key=message_id,
         context=optional_object(item, "context", where),
-        operations=tuple(Operation(Op.SET, name, value) for name, value in traits.items()),
+        operations=tuple(map(Operation, repeat(Op.SET), traits, traits.values())),
     )
