@@ -2,8 +2,9 @@
 
 ``KafkaPublisher.publish`` returns only when the broker acknowledged every record
 of the call (idempotent producer, ``acks=all``) and raises ``Unavailable`` when it
-did not within the timeout: the edge then answers 503, never a success. A
-background thread serves the producer's delivery reports.
+did not within the timeout: the edge then answers 503, never a success. The event
+loop itself serves the producer's delivery reports, every millisecond while any
+record is in flight: no thread, and no hop between threads per request.
 
 ``RenewableProducer`` (used here, by the dead-letter writer and by replay) keeps an
 idempotent producer usable across broker restarts: see its docstring.
@@ -28,6 +29,9 @@ from traitstream.metrics import EdgeMetrics
 
 log = logging.getLogger(__name__)
 
+_BUSY_TICK_S = 0.001
+_IDLE_TICK_S = 0.1
+
 DeliveryCallback = Callable[[KafkaError | None, Any], None]
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -48,12 +52,13 @@ class Publisher(Protocol):
 class _Pending:
     """Counts down one call's delivery reports, then wakes the waiting request."""
 
-    __slots__ = ("error", "future", "loop", "remaining", "started")
+    __slots__ = ("error", "future", "loop", "loop_thread", "remaining", "started")
 
     def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
         self.remaining = count
         self.error: KafkaError | None = None
         self.loop = loop
+        self.loop_thread = threading.get_ident()
         self.future: asyncio.Future[None] = loop.create_future()
         self.started = time.perf_counter()
 
@@ -62,7 +67,10 @@ class _Pending:
             self.error = error
         self.remaining -= 1
         if self.remaining == 0:
-            self.loop.call_soon_threadsafe(self._finish)
+            if threading.get_ident() == self.loop_thread:
+                self._finish()
+            else:  # a flush served the report from another thread
+                self.loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
         if self.future.done():
@@ -222,18 +230,28 @@ class KafkaPublisher:
             log.warning("schema registration failed; retrying on the first identify: %s", exc)
         self._metrics = metrics
         self._timeout_s = timeout_s
-        self._running = True
-        self._thread = threading.Thread(target=self._serve, name="kafka-delivery", daemon=True)
-        self._thread.start()
+        self._in_flight = 0
+        self._tick: asyncio.TimerHandle | None = None
+        self._tick_busy = False
 
     def _serve(self) -> None:
-        # This thread must outlive every error: without it no request ever hears back.
-        while self._running:
-            try:
-                self._producer.poll(0.05)
-            except Exception:
-                log.exception("serving delivery reports failed; carrying on")
-                time.sleep(0.05)
+        """Serve delivery reports (and errors) on the event loop: again in a
+        millisecond while any request waits, else in a tenth of a second."""
+        self._tick = None
+        try:
+            self._producer.poll(0)
+        except Exception:  # the ticks must outlive every error: without them nobody hears back
+            log.exception("serving delivery reports failed; carrying on")
+        self._schedule(busy=self._in_flight > 0)
+
+    def _schedule(self, busy: bool) -> None:
+        if self._tick is not None:
+            if self._tick_busy or not busy:
+                return
+            self._tick.cancel()  # an idle tick, too far off for a request that waits
+        self._tick_busy = busy
+        delay = _BUSY_TICK_S if busy else _IDLE_TICK_S
+        self._tick = asyncio.get_running_loop().call_later(delay, self._serve)
 
     async def publish(self, events: Sequence[IdentifyEvent]) -> None:
         try:
@@ -241,24 +259,25 @@ class KafkaPublisher:
         except TransientError as exc:
             raise Unavailable(f"the schema registry cannot be reached: {exc}") from exc
         pending = _Pending(len(events), asyncio.get_running_loop())
+        produce, topic, report = self._producer.produce, self._topic, pending.report
+        self._in_flight += 1
         try:
-            for event in events:
-                self._producer.produce(
-                    self._topic,
-                    value=codec.encode(event, schema_id),
-                    key=event.partition_key,
-                    on_delivery=pending.report,
-                )
-        except (BufferError, KafkaException) as exc:
-            self._metrics.produce_errors.inc()
-            raise Unavailable(f"the broker cannot take more identifies now: {exc}") from exc
-        try:
-            await asyncio.wait_for(pending.future, self._timeout_s + 5)
-        except (Unavailable, TimeoutError) as exc:
-            self._metrics.produce_errors.inc()
-            if isinstance(exc, Unavailable):
-                raise
-            raise Unavailable("the broker did not acknowledge the identify in time") from exc
+            try:
+                for event in events:
+                    produce(topic, codec.encode(event, schema_id), event.partition_key, report)
+            except (BufferError, KafkaException) as exc:
+                self._metrics.produce_errors.inc()
+                raise Unavailable(f"the broker cannot take more identifies now: {exc}") from exc
+            self._schedule(busy=True)
+            try:
+                await asyncio.wait_for(pending.future, self._timeout_s + 5)
+            except (Unavailable, TimeoutError) as exc:
+                self._metrics.produce_errors.inc()
+                if isinstance(exc, Unavailable):
+                    raise
+                raise Unavailable("the broker did not acknowledge the identify in time") from exc
+        finally:
+            self._in_flight -= 1
         self._metrics.delivery_seconds.observe(time.perf_counter() - pending.started)
 
     def ready(self, timeout: float) -> bool:
@@ -272,8 +291,7 @@ class KafkaPublisher:
         return topic is not None and topic.error is None and bool(topic.partitions)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Wait for what is in flight (serving its reports in the calling thread)."""
         remaining = self._producer.flush(timeout)
         if remaining:
             log.warning("closing with %d records not acknowledged", remaining)
-        self._running = False
-        self._thread.join(timeout=2)
