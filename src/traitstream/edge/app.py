@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from traitstream import __version__
 from traitstream.avro.schemas import LocalSchemas, RegistrySchemas, SchemaSource
@@ -81,6 +83,9 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Identify calls in the Thrivestack, Amplitude, DataFast and Segment dialects.",
+        # The edge reports through Prometheus; FastAPI's own OpenTelemetry hooks
+        # would otherwise look up providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
 
     @app.exception_handler(StarletteHTTPException)
@@ -115,10 +120,58 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (thrivestack, amplitude, datafast, segment, profiles):
-        app.include_router(module.router(ctx))
+    routers = [module.router(ctx) for module in (thrivestack, amplitude, datafast, segment, profiles)]
+    for api in routers:
+        app.include_router(api)
+    app.add_middleware(DirectRoutes, endpoints=direct_endpoints(routers))
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def direct_endpoints(routers: Iterable[APIRouter]) -> dict[tuple[str, str], Endpoint]:
+    """(method, path) of every route without path parameters whose endpoint reads
+    nothing but the raw ``Request``: all the identify routes."""
+    table: dict[tuple[str, str], Endpoint] = {}
+    for route in (route for api in routers for route in api.routes):
+        if not isinstance(route, APIRoute) or "{" in route.path:
+            continue
+        inputs = route.dependant
+        takes_more = (
+            inputs.path_params
+            or inputs.query_params
+            or inputs.header_params
+            or inputs.cookie_params
+            or inputs.body_params
+            or inputs.dependencies
+        )
+        if inputs.request_param_name and not takes_more:
+            for method in route.methods or ():
+                table[(method, route.path)] = route.endpoint
+    return table
+
+
+class DirectRoutes:
+    """Serves ``endpoints`` straight from the ASGI call; everything else goes on to
+    FastAPI. For an endpoint that only reads the raw request, FastAPI's routing,
+    dependency solving and exit stacks do nothing useful, yet they cost more than
+    parsing and producing a single identify. The routes stay declared in FastAPI,
+    so the OpenAPI document is unchanged; each endpoint shapes its own errors."""
+
+    def __init__(self, app: ASGIApp, endpoints: dict[tuple[str, str], Endpoint]) -> None:
+        self._app = app
+        self._endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self._endpoints.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                response = await endpoint(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
