@@ -2,7 +2,7 @@
 
 The rules (docs/merge-rules.md explains them at length):
 
-* Every write carries a *stamp* ``(event time ms, event id, op index)``; stamps are
+* Every write carries a *stamp* ``[event time ms, event id, op index]``; stamps are
   totally ordered, so ties between events at the same millisecond resolve the
   same way everywhere.
 * ``set`` and ``unset`` are last-writer-wins per trait by stamp. An unset leaves a
@@ -26,7 +26,11 @@ from typing import Any
 
 from traitstream.events import JSON, IdentifyEvent, Op, Operation
 
-Stamp = tuple[int, str, int]
+Stamp = list[int | str]
+"""``[event time ms, event id, op index]``. A list, not a tuple, because that is the
+form ``trait_meta`` stores: a loaded profile uses its stamps as parsed and a saved one
+writes them as they are, with no conversion per trait. Lists compare element by
+element like tuples; a stamp is never changed once made."""
 
 
 def _is_number(value: JSON) -> bool:
@@ -66,7 +70,10 @@ class Profile:
     # --- operations -------------------------------------------------------------
 
     def set_value(self, trait: str, value: JSON, stamp: Stamp) -> None:
-        previous = self.last_write(trait)
+        previous = self.written.get(trait)  # last_write, inlined: once per trait of every event
+        cleared = self.cleared
+        if cleared is not None and (previous is None or previous < cleared):
+            previous = cleared
         if previous is None or stamp > previous:
             self.traits[trait] = value
             self.written[trait] = stamp
@@ -140,9 +147,13 @@ class Profile:
     # --- whole events and whole profiles ----------------------------------------
 
     def apply_event(self, event: IdentifyEvent) -> None:
-        event_id = event.event_id
+        event_time, event_id = event.event_time_ms, event.event_id
         for index, operation in enumerate(event.operations):
-            self.apply(operation, (event.event_time_ms, event_id, index))
+            trait = operation.trait
+            if operation.op is Op.SET and trait is not None:  # nearly every operation
+                self.set_value(trait, operation.value, [event_time, event_id, index])
+            else:
+                self.apply(operation, [event_time, event_id, index])
         created = event.profile_created_at_ms
         if created is None:
             created = event.event_time_ms
@@ -182,18 +193,15 @@ class Profile:
         meta: dict[str, Any],
         created_at_ms: int | None,
     ) -> Profile:
-        cleared = meta.get("c")
+        """The profile of a stored row: ``meta`` is ``meta()``'s form, parsed from JSON.
+        The dicts are copied (the profile changes them); the stamps are used as they are."""
         return cls(
             traits=dict(traits),
-            written={t: _stamp(s) for t, s in meta.get("w", {}).items()},
-            once={t: _stamp(s) for t, s in meta.get("o", {}).items()},
-            cleared=None if cleared is None else _stamp(cleared),
+            written=dict(meta.get("w", {})),
+            once=dict(meta.get("o", {})),
+            cleared=meta.get("c"),
             created_at_ms=created_at_ms,
         )
-
-
-def _stamp(raw: Any) -> Stamp:
-    return (int(raw[0]), str(raw[1]), int(raw[2]))
 
 
 def _unique(values: list[JSON]) -> list[JSON]:

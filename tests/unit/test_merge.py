@@ -3,6 +3,7 @@ set_once and clear_all, any order and any duplication of a history gives one pro
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -124,6 +125,33 @@ def test_stored_form_round_trips() -> None:
     stored.apply_event(later)
     profile.apply_event(later)
     assert stored == profile
+
+
+def test_stamps_are_used_as_stored_in_json() -> None:
+    """A profile read back from its JSON (as the store does) is the same profile, and
+    its stamps order against new events' stamps as before."""
+    profile = apply_all(
+        [
+            event(10, Operation(Op.SET, "a", 1), eid="m-1"),
+            event(10, Operation(Op.SET, "b", 1), Operation(Op.UNSET, "b"), eid="m-2"),
+            event(7, Operation(Op.SET_ONCE, "c", 3)),
+            event(9, Operation(Op.CLEAR_ALL)),
+        ]
+    )
+    meta = orjson.loads(orjson.dumps(profile.meta()))
+    assert meta == {"w": {"a": [10, "m-1:0", 0], "b": [10, "m-2:0", 1]}, "o": {}, "c": [9, "e9:0", 0]}
+    stored = Profile.from_stored(orjson.loads(orjson.dumps(profile.traits)), meta, profile.created_at_ms)
+    assert stored == profile
+    for later in (
+        event(10, Operation(Op.SET, "a", 2), eid="m-0"),  # same millisecond, smaller id: older
+        event(10, Operation(Op.SET, "b", 2), eid="m-2"),  # same event, earlier position: older
+        event(8, Operation(Op.SET_ONCE, "d", 4)),  # before the clear: gone already
+        event(10, Operation(Op.SET, "e", 5), eid="m-3"),
+    ):
+        stored.apply_event(later)
+        profile.apply_event(later)
+    assert stored == profile
+    assert stored.traits == {"a": 1, "e": 5}
 
 
 # --- properties ------------------------------------------------------------------

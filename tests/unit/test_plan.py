@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from traitstream.events import IdentifyEvent, Kind, Op, Operation, anonymous_profile_id, user_profile_id
 from traitstream.merge import Profile
 from traitstream.worker.plan import (
     AnonKey,
     StoredProfile,
+    growth_bound,
     lock_names,
+    loose_growth,
     plan_batch,
     rows_to_load,
 )
@@ -186,3 +192,85 @@ def test_profile_state_round_trip_through_storage_keeps_merge_rules() -> None:
     stored = Profile.from_stored(profile.traits, profile.meta(), profile.created_at_ms)
     stored.apply_event(ev(3, user="u1", plan="old"))
     assert stored.traits == {"plan": "pro"}
+
+
+# --- the loose size bound -------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(alphabet=st.sampled_from('aé中😀"\\\n\x01\x1f'), max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def operations(draw: st.DrawFn) -> Operation:
+    op = draw(st.sampled_from([Op.SET, Op.SET, Op.SET_ONCE, Op.UNSET, Op.APPEND, Op.REMOVE, Op.CLEAR_ALL]))
+    if op is Op.CLEAR_ALL:
+        return Operation(op)
+    trait = draw(st.sampled_from(["a", "b", "é", "name"]))
+    return Operation(op, trait, None if op is Op.UNSET else draw(JSON_VALUES))
+
+
+@st.composite
+def events(draw: st.DrawFn) -> IdentifyEvent:
+    user = draw(st.sampled_from([None, "u1", "u2"]))
+    anon = tuple(draw(st.lists(st.sampled_from(["d1", "d2"]), max_size=2, unique=True)))
+    if user is None and not anon:
+        anon = ("d1",)
+    return IdentifyEvent(
+        workspace_id=WS,
+        user_id=user,
+        anonymous_ids=anon,
+        dialect="test",
+        event_time_ms=draw(st.integers(0, 5)),
+        received_time_ms=0,
+        response_id=f"r{draw(st.integers(0, 10**6))}",
+        kind=draw(st.sampled_from([Kind.IDENTIFY] * 9 + [Kind.ERASE])),
+        operations=tuple(draw(st.lists(operations(), max_size=4))),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(traits=st.dictionaries(st.sampled_from(["a", "b", "é", "name"]), JSON_VALUES), event=events())
+def test_the_loose_bound_never_counts_less_than_the_exact_one(traits: dict, event: IdentifyEvent) -> None:
+    loose, replaced = loose_growth(traits, event)
+    assert loose >= growth_bound(traits, event)
+    assert growth_bound(replaced, event) == growth_bound(traits, event)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batches=st.lists(st.lists(events(), min_size=1, max_size=8), min_size=1, max_size=3),
+    cap=st.integers(2, 400),
+)
+def test_the_size_cap_decides_as_the_exact_bound_alone_would(
+    batches: list[list[IdentifyEvent]], cap: int
+) -> None:
+    """The planner with its loose bound, against one that measures every event exactly."""
+    import traitstream.worker.plan as plan
+
+    def exact_only(traits: dict, event: IdentifyEvent) -> tuple[int, dict]:
+        return growth_bound(traits, event), loose_growth(traits, event)[1]
+
+    fast, exact = Store(), Store()
+    for batch in batches:
+        got = fast.run(*batch, cap=cap)
+        original = plan.loose_growth
+        plan.loose_growth = exact_only  # type: ignore[assignment]
+        try:
+            want = exact.run(*batch, cap=cap)
+        finally:
+            plan.loose_growth = original
+        assert got == want
+        assert {i: r.profile.traits for i, r in fast.rows.items()} == {
+            i: r.profile.traits for i, r in exact.rows.items()
+        }
+        # Between batches the store reads each row's size back, as the database does.
+        for store in (fast, exact):
+            for row in store.rows.values():
+                row.traits_bytes = len(orjson.dumps(row.profile.traits))

@@ -16,6 +16,14 @@ an event is applied, the planner bounds the size it could reach (the current siz
 plus every value the event writes, less the values it replaces); an event that
 could pass the cap is rejected whole and dead-lettered by the worker, so no profile
 is ever half-updated and none outgrows the cap.
+
+Measuring that bound exactly (``growth_bound``) serializes every value an event
+writes and every value it replaces, which was half the cost of planning. The
+planner first takes a looser bound that costs no serializing (``loose_growth``);
+only when that one could pass the cap does it measure exactly, and then it also
+measures every event it let through on the loose bound before, from the values
+those events replaced (kept by reference; values are never changed in place). So
+each decision is the one the exact bound alone would make.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import orjson
 
@@ -34,6 +43,11 @@ MAX_TRAITS_BYTES = 512 * 1024
 AnonKey = tuple[str, str]
 """(workspace id, anonymous id)"""
 
+# The store asks for each event's profile id before planning and the planner again:
+# remembering a batch's worth halves the UUIDv5 hashing.
+user_profile_id = lru_cache(maxsize=8192)(user_profile_id)
+anonymous_profile_id = lru_cache(maxsize=8192)(anonymous_profile_id)
+
 
 @dataclass(slots=True)
 class StoredProfile:
@@ -44,6 +58,16 @@ class StoredProfile:
     updated_at_ms: int
     traits_bytes: int = 2
     """An upper bound of the size of ``profile.traits`` as JSON."""
+
+
+@dataclass(slots=True)
+class _Sizing:
+    """What the planner knows of one row's size during a batch."""
+
+    exact: int
+    """The exact bound (``growth_bound`` after ``growth_bound``) up to ``unmeasured``."""
+    unmeasured: list[tuple[IdentifyEvent, dict[str, JSON]]] = field(default_factory=list)
+    """Events applied on the loose bound since, each with the values it replaced."""
 
 
 @dataclass(slots=True)
@@ -98,6 +122,7 @@ class _Planner:
         self.now_ms = now_ms
         self.max_traits_bytes = max_traits_bytes
         self.plan = BatchPlan()
+        self.sizing: dict[uuid.UUID, _Sizing] = {}
 
     def _touch(self, row: StoredProfile) -> StoredProfile:
         row.updated_at_ms = self.now_ms
@@ -113,6 +138,7 @@ class _Planner:
 
     def _drop(self, profile_id: uuid.UUID) -> None:
         self.rows.pop(profile_id, None)
+        self.sizing.pop(profile_id, None)  # the id may start a fresh profile later in the batch
         self.plan.upserts.pop(profile_id, None)
         self.plan.deletes.add(profile_id)
         for key in [k for k, v in self.links.items() if v == profile_id]:
@@ -154,13 +180,11 @@ class _Planner:
         target_id = self._target_id(event)
         existed = target_id in self.rows
         target = self._row(target_id, ws, event.user_id)
-        bound = target.traits_bytes + growth_bound(target.profile.traits, event)
-        bound += sum(row.traits_bytes for row in self._absorbable(event, target))
-        if bound > self.max_traits_bytes:
+        if not self._fits(target, event):
             if not existed:
                 del self.rows[target.profile_id]
+                self.sizing.pop(target.profile_id, None)
             return False
-        target.traits_bytes = bound
         for anon in event.anonymous_ids:
             key = (ws, anon)
             linked = self.links.get(key)
@@ -181,13 +205,50 @@ class _Planner:
         self._touch(target)
         return True
 
+    # --- the size cap -------------------------------------------------------------
+
+    def _sizing(self, row: StoredProfile) -> _Sizing:
+        sizing = self.sizing.get(row.profile_id)
+        if sizing is None:
+            sizing = self.sizing[row.profile_id] = _Sizing(row.traits_bytes)
+        return sizing
+
+    def _exact(self, row: StoredProfile) -> int:
+        """The exact bound of ``row``: what applying every event through ``growth_bound``
+        would have made of it."""
+        sizing = self._sizing(row)
+        for event, replaced in sizing.unmeasured:
+            sizing.exact += growth_bound(replaced, event)
+        sizing.unmeasured.clear()
+        return sizing.exact
+
+    def _fits(self, target: StoredProfile, event: IdentifyEvent) -> bool:
+        """Whether ``event`` keeps ``target`` (with the anonymous profiles it brings
+        along) within the cap; if so, ``target``'s bounds now count it."""
+        absorbed = self._absorbable(event, target)
+        traits = target.profile.traits
+        growth, replaced = loose_growth(traits, event)
+        loose = target.traits_bytes + growth + sum(row.traits_bytes for row in absorbed)
+        sizing = self._sizing(target)
+        if loose <= self.max_traits_bytes:
+            sizing.unmeasured.append((event, replaced))
+            sizing.exact += sum(self._exact(row) for row in absorbed)
+            target.traits_bytes = loose
+            return True
+        exact = self._exact(target) + growth_bound(traits, event) + sum(self._exact(row) for row in absorbed)
+        if exact > self.max_traits_bytes:
+            return False
+        sizing.exact = target.traits_bytes = exact
+        return True
+
 
 def _json_size(value: JSON) -> int:
     return len(orjson.dumps(value))
 
 
 def growth_bound(traits: Mapping[str, JSON], event: IdentifyEvent) -> int:
-    """How much ``event`` can grow ``traits`` as JSON, at most (never less than the truth)."""
+    """How much ``event`` can grow ``traits`` as JSON, at most (never less than the truth).
+    Of ``traits`` it reads only the values of the traits the event sets."""
     growth = 0
     for op in event.operations:
         if op.trait is None or op.op is Op.UNSET:
@@ -197,6 +258,47 @@ def growth_bound(traits: Mapping[str, JSON], event: IdentifyEvent) -> int:
             added -= _json_size(traits[op.trait]) + len(op.trait.encode()) + 6
         growth += max(added, 0) if op.op is not Op.REMOVE else 0
     return growth
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def _size_at_most(value: JSON) -> int:
+    """At least ``_json_size(value)``, mostly without serializing it: a character takes
+    at most 6 bytes (``\\u001f``), a 64-bit integer or a float at most 24 characters
+    (orjson refuses larger integers)."""
+    kind = type(value)
+    if kind is str:
+        return 6 * len(value) + 2
+    if kind in _SCALARS:
+        return 24
+    return _json_size(value)
+
+
+def _size_at_least(value: JSON) -> int:
+    """At most ``_json_size(value)``: a character takes at least a byte."""
+    return len(value) + 2 if type(value) is str else 1
+
+
+def loose_growth(traits: Mapping[str, JSON], event: IdentifyEvent) -> tuple[int, dict[str, JSON]]:
+    """At least ``growth_bound(traits, event)``, and the values of ``traits`` that the
+    event's sets replace (``growth_bound`` of them is ``growth_bound`` of ``traits``).
+
+    ``growth_bound`` counts each operation's ``max(added, 0)``; here ``added`` is never
+    smaller (the value's size at most, the replaced one's at least; a trait name's
+    bytes are at most 4 per character), so neither is the sum."""
+    growth = 0
+    replaced: dict[str, JSON] = {}
+    for op in event.operations:
+        kind, trait = op.op, op.trait
+        if trait is None or kind is Op.UNSET or kind is Op.REMOVE:
+            continue
+        if kind is Op.SET and trait in traits:
+            old = replaced[trait] = traits[trait]
+            growth += max(_size_at_most(op.value) - _size_at_least(old) + 2, 0)
+        else:
+            growth += _size_at_most(op.value) + 4 * len(trait) + 8
+    return growth, replaced
 
 
 def plan_batch(
