@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 
 from traitstream import logs
 from traitstream.config import CommonSettings, DevSettings, EdgeSettings, WorkerSettings
+from traitstream.runtime import tune_gc
 
 S = TypeVar("S", bound=BaseSettings)
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def _worker(args: argparse.Namespace) -> int:
         batch_wait_s=settings.batch_wait_s,
     )
     worker.install_signal_handlers()
+    tune_gc()
     worker.run()
     return 0
 

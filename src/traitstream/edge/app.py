@@ -31,6 +31,7 @@ from traitstream.edge.context import EdgeContext, json_response
 from traitstream.edge.publisher import KafkaPublisher
 from traitstream.edge.routes import amplitude, datafast, profiles, segment, thrivestack
 from traitstream.metrics import EdgeMetrics
+from traitstream.runtime import tune_gc
 from traitstream.store.reads import ProfileReader
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def create_app(
         schema_source(settings),
         metrics,
         settings.produce_timeout_s,
+        settings.produce_linger_ms,
     )
     ctx = EdgeContext(
         publisher=publisher,
@@ -70,6 +72,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.open()
+        tune_gc()  # everything built so far lives as long as the process
         log.info("edge ready to serve", extra={"port": settings.http_port, "topic": settings.topic})
         try:
             yield
