@@ -37,6 +37,11 @@ class EdgeSettings(CommonSettings):
     produce_timeout_s: float = Field(
         10.0, description="seconds to wait for the broker's acknowledgement before answering 503"
     )
+    produce_linger_ms: float = Field(
+        5.0,
+        description="milliseconds the producer waits to fill a request to the broker "
+        "(longer: less broker work per identify; shorter: lower latency)",
+    )
     key_cache_s: float = Field(30.0, description="seconds an API key lookup is cached")
     http_workers: int = Field(1, description="edge processes sharing the HTTP port")
 

@@ -83,12 +83,17 @@ class _Pending:
             self.future.set_result(None)
 
 
-def producer_config(bootstrap: str, timeout_s: float) -> dict[str, Any]:
+DEFAULT_LINGER_MS = 5.0
+
+
+def producer_config(bootstrap: str, timeout_s: float, linger_ms: float = DEFAULT_LINGER_MS) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 2,
+        # Each produce request costs the broker far more than a record in it: a few
+        # milliseconds of waiting lets single identifies share requests.
+        "linger.ms": linger_ms,
         "compression.type": "lz4",
         "message.timeout.ms": int(timeout_s * 1000),
         "queue.buffering.max.messages": 500_000,
@@ -140,8 +145,8 @@ class RenewableProducer:
     ``produce`` raises ``BufferError`` or ``KafkaException`` like librdkafka's.
     """
 
-    def __init__(self, bootstrap: str, timeout_s: float) -> None:
-        self._config = producer_config(bootstrap, timeout_s)
+    def __init__(self, bootstrap: str, timeout_s: float, linger_ms: float = DEFAULT_LINGER_MS) -> None:
+        self._config = producer_config(bootstrap, timeout_s, linger_ms)
         self._lock = threading.Lock()
         self._current = _Generation(self._config)
         self.renewals = 0
@@ -219,8 +224,9 @@ class KafkaPublisher:
         schemas: SchemaSource,
         metrics: EdgeMetrics,
         timeout_s: float = 10.0,
+        linger_ms: float = DEFAULT_LINGER_MS,
     ) -> None:
-        self._producer = RenewableProducer(bootstrap, timeout_s)
+        self._producer = RenewableProducer(bootstrap, timeout_s, linger_ms)
         self._topic = topic
         self._schemas = schemas
         try:
