@@ -101,13 +101,20 @@ def summary(results: dict[str, Any]) -> str:
 
     if "batched_ingestion" in f:
         add(
-            "batched ingestion (4 clients, 500 each)",
+            "batched ingestion (4 clients, 500 each; workers stopped)",
             f["batched_ingestion"],
             "identifies_per_s",
             "identifies/s",
         )
     if "end_to_end" in f:
         add("end-to-end applied", f["end_to_end"], "identifies_per_s", "identifies/s")
+        if "acknowledged" in f["end_to_end"]:
+            add(
+                "  acknowledged meanwhile (workers running)",
+                f["end_to_end"]["acknowledged"],
+                "identifies_per_s",
+                "identifies/s",
+            )
     if "single_identify" in f:
         add("single identifies (16 clients)", f["single_identify"], "requests_per_s", "req/s")
     if "drain" in f:
