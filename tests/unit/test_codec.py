@@ -244,3 +244,32 @@ def test_the_fast_path_takes_what_the_edge_writes() -> None:
         kind=Kind.ERASE,
     )
     assert codec._fast_v1(codec.encode(anonymous, LOCAL_SCHEMA_ID)) == anonymous
+
+
+def test_known_operations_are_shared_only_when_immutable() -> None:
+    def decoded(value: object) -> Operation:
+        event = IdentifyEvent(
+            workspace_id="ws",
+            user_id="u",
+            dialect="test",
+            event_time_ms=1,
+            received_time_ms=1,
+            response_id="r",
+            operations=(Operation(Op.SET, "t", value),),
+        )
+        return codec.decode(codec.encode(event, LOCAL_SCHEMA_ID), SCHEMAS).operations[0]
+
+    assert decoded("pro") is decoded("pro")
+    first, second = decoded({"tier": "pro"}), decoded({"tier": "pro"})
+    assert first == second and first.value is not second.value
+    first, second = decoded([1]), decoded([1])
+    assert first == second and first.value is not second.value
+
+
+def test_known_operations_stay_few(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_KNOWN_OPERATIONS", {})
+    monkeypatch.setattr(codec, "_KNOWN_OPERATIONS_KEPT", 10)
+    for n in range(25):
+        event = EVENT._replace(operations=(Operation(Op.SET, "n", n),))
+        assert codec.decode(codec.encode(event, LOCAL_SCHEMA_ID), SCHEMAS) == event
+        assert len(codec._KNOWN_OPERATIONS) <= 10

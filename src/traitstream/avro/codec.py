@@ -503,6 +503,15 @@ _ADD_BYTE = _OPS.index("add") * 2
 _JSON_NUL = b"\\u0000"
 
 
+_KNOWN_OPERATIONS: dict[bytes, Operation] = {}
+"""Operations decoded before, by their bytes: the same trait set to the same value
+(a plan, a country, a flag) recurs across identifies. Only operations whose value is
+an immutable scalar are kept, so sharing one between events is safe; the bytes
+decide everything the checks look at, so a known operation is a valid one."""
+_KNOWN_OPERATIONS_KEPT = 8192
+_SCALARS = (str, int, float, bool, type(None))
+
+
 class _NotPlain(ValueError):
     """The fast path cannot prove the record valid."""
 
@@ -628,14 +637,25 @@ def _fast_v1(data: bytes) -> IdentifyEvent:
     else:
         raise _NotPlain
     operations: list[Operation] = []
-    loads = orjson.loads
+    loads, known = orjson.loads, _KNOWN_OPERATIONS
     count, pos = _count_at(data, pos)
     while count:
         for _ in range(count):
             # Inlined for the usual shapes (this loop runs once per trait): a trait name
             # and a value under 64 bytes, whose length is one byte. A length that runs
-            # past the end only shortens the slice; the next read past the end (there
-            # is always one, at least the final position check) refuses the record.
+            # past the end only shortens the slice (which then matches no known
+            # operation: its own lengths would say it is longer); the next read past the
+            # end (there is always one, at least the final position check) refuses it.
+            start, key = pos, None
+            if data[pos + 1] == 2 and (size := data[pos + 2]) < 0x80 and not size & 1:
+                after = pos + 3 + (size >> 1)
+                if data[after] == 2 and (size := data[after + 1]) < 0x80 and not size & 1:
+                    key = data[pos : after + 2 + (size >> 1)]
+                    operation = known.get(key)
+                    if operation is not None:
+                        operations.append(operation)
+                        pos = after + 2 + (size >> 1)
+                        continue
             code = data[pos]
             op = _FAST_OPS[code]
             trait: str | None
@@ -667,7 +687,12 @@ def _fast_v1(data: bytes) -> IdentifyEvent:
                 pos += 1
             else:
                 raise _NotPlain
-            operations.append(Operation(op, trait, value))
+            operation = Operation(op, trait, value)
+            operations.append(operation)
+            if key is not None and type(value) in _SCALARS:
+                if len(known) >= _KNOWN_OPERATIONS_KEPT:
+                    known.clear()
+                known[key] = operation
         count, pos = _count_at(data, pos)
     if pos != len(data):
         raise _NotPlain
