@@ -13,6 +13,7 @@ stalling its partition.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import signal
 import threading
@@ -56,6 +57,11 @@ def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int) -> d
         "session.timeout.ms": session_timeout_ms,
         "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
         "max.poll.interval.ms": 600_000,
+        # Wait for a worthwhile amount of data per fetch rather than asking again as
+        # soon as one record arrives: fetch requests were the largest broker cost
+        # per identify whenever the workers kept up. Below that amount the broker
+        # answers after 50 ms, which bounds the latency this adds.
+        "fetch.min.bytes": 64 * 1024,
         "fetch.wait.max.ms": 50,
     }
 
@@ -222,7 +228,8 @@ class Worker:
                 "duplicates": duplicates,
                 "dead_lettered": len(work.dead) + len(result.rejected) + len(refused),
                 "partitions": sorted(offsets),
-                "response_ids": sorted({e.response_id for e in result.applied})[:20],
+                # The 20 smallest, without sorting up to 2,000 ids for them.
+                "response_ids": heapq.nsmallest(20, {e.response_id for e in result.applied}),
             },
         )
 
