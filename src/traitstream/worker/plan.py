@@ -225,14 +225,17 @@ class _Planner:
     def _fits(self, target: StoredProfile, event: IdentifyEvent) -> bool:
         """Whether ``event`` keeps ``target`` (with the anonymous profiles it brings
         along) within the cap; if so, ``target``'s bounds now count it."""
-        absorbed = self._absorbable(event, target)
+        absorbed = self._absorbable(event, target) if event.anonymous_ids else []
         traits = target.profile.traits
         growth, replaced = loose_growth(traits, event)
-        loose = target.traits_bytes + growth + sum(row.traits_bytes for row in absorbed)
+        loose = target.traits_bytes + growth
+        for row in absorbed:
+            loose += row.traits_bytes
         sizing = self._sizing(target)
         if loose <= self.max_traits_bytes:
             sizing.unmeasured.append((event, replaced))
-            sizing.exact += sum(self._exact(row) for row in absorbed)
+            for row in absorbed:
+                sizing.exact += self._exact(row)
             target.traits_bytes = loose
             return True
         exact = self._exact(target) + growth_bound(traits, event) + sum(self._exact(row) for row in absorbed)
@@ -261,23 +264,7 @@ def growth_bound(traits: Mapping[str, JSON], event: IdentifyEvent) -> int:
 
 
 _SCALARS = (int, float, bool, type(None))
-
-
-def _size_at_most(value: JSON) -> int:
-    """At least ``_json_size(value)``, mostly without serializing it: a character takes
-    at most 6 bytes (``\\u001f``), a 64-bit integer or a float at most 24 characters
-    (orjson refuses larger integers)."""
-    kind = type(value)
-    if kind is str:
-        return 6 * len(value) + 2
-    if kind in _SCALARS:
-        return 24
-    return _json_size(value)
-
-
-def _size_at_least(value: JSON) -> int:
-    """At most ``_json_size(value)``: a character takes at least a byte."""
-    return len(value) + 2 if type(value) is str else 1
+"""Values whose JSON takes at most 24 characters (orjson refuses integers past 64 bits)."""
 
 
 def loose_growth(traits: Mapping[str, JSON], event: IdentifyEvent) -> tuple[int, dict[str, JSON]]:
@@ -285,19 +272,30 @@ def loose_growth(traits: Mapping[str, JSON], event: IdentifyEvent) -> tuple[int,
     event's sets replace (``growth_bound`` of them is ``growth_bound`` of ``traits``).
 
     ``growth_bound`` counts each operation's ``max(added, 0)``; here ``added`` is never
-    smaller (the value's size at most, the replaced one's at least; a trait name's
-    bytes are at most 4 per character), so neither is the sum."""
+    smaller, so neither is the sum: a value's size is taken at most (a character of a
+    string is at most 6 bytes, ``\\u001f``; a scalar at most 24 characters; anything
+    else is measured), a replaced one's at least (a character is at least a byte),
+    and a trait name's bytes are at most 4 per character."""
     growth = 0
     replaced: dict[str, JSON] = {}
     for op in event.operations:
         kind, trait = op.op, op.trait
         if trait is None or kind is Op.UNSET or kind is Op.REMOVE:
             continue
+        value = op.value
+        if type(value) is str:
+            added = 6 * len(value) + 2
+        elif type(value) in _SCALARS:
+            added = 24
+        else:
+            added = _json_size(value)
         if kind is Op.SET and trait in traits:
             old = replaced[trait] = traits[trait]
-            growth += max(_size_at_most(op.value) - _size_at_least(old) + 2, 0)
+            added -= len(old) if type(old) is str else -1
         else:
-            growth += _size_at_most(op.value) + 4 * len(trait) + 8
+            added += 4 * len(trait) + 8
+        if added > 0:
+            growth += added
     return growth, replaced
 
 
