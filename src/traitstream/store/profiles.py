@@ -101,10 +101,12 @@ FROM profiles WHERE profile_id = ANY(%s) ORDER BY profile_id FOR UPDATE
 """
 # The rows travel as one JSON document, [[id, workspace, user, traits, meta, created ms,
 # updated ms], …]: psycopg escapes every element of a text[] parameter with a regular
-# expression, which cost more than the rest of a batch put together.
+# expression, which cost more than the rest of a batch put together. The meta is a
+# string in it, the json text to store: parsed into jsonb, its numbers would cost
+# PostgreSQL a numeric each (the column is json for the same reason).
 _UPSERT_PROFILES = """
 INSERT INTO profiles (profile_id, workspace_id, user_id, traits, trait_meta, created_at, updated_at)
-SELECT (r->>0)::uuid, r->>1, r->>2, r->3, r->4,
+SELECT (r->>0)::uuid, r->>1, r->>2, r->3, (r->>4)::json,
        to_timestamp((r->>5)::bigint / 1000.0), to_timestamp((r->>6)::bigint / 1000.0)
 FROM jsonb_array_elements(%s::jsonb) AS r
 ON CONFLICT (profile_id) DO UPDATE SET
@@ -253,14 +255,15 @@ class ProfileStore:
         if plan.deletes:
             conn.execute(_DELETE_PROFILES, (sorted(plan.deletes),))
         if plan.upserts:
-            document = orjson.dumps(
+            dumps = orjson.dumps
+            document = dumps(
                 [
                     (
                         r.profile_id,
                         r.workspace_id,
                         r.user_id,
                         r.profile.traits,
-                        r.profile.meta(),
+                        dumps(r.profile.meta()).decode(),
                         r.profile.created_at_ms,
                         r.updated_at_ms,
                     )
