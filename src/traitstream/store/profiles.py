@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -83,9 +84,11 @@ _SELECT_ASSIGNED = """
 SELECT partition, next_offset FROM applied_offsets
 WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
 """
+# The lists of a batch's names and ids go in binary (%b): psycopg escapes each element
+# of a text-format array with a regular expression.
 _ADVISORY = """
 SELECT pg_advisory_xact_lock(k) FROM (
-    SELECT DISTINCT hashtextextended(n, 0) AS k FROM unnest(%s::text[]) AS n ORDER BY k
+    SELECT DISTINCT hashtextextended(n, 0) AS k FROM unnest(%b::text[]) AS n ORDER BY k
 ) AS keys
 """
 _SELECT_LINKS = """
@@ -97,7 +100,7 @@ _SELECT_PROFILES = """
 SELECT profile_id, workspace_id, user_id, traits::text, trait_meta::text,
        (extract(epoch FROM created_at) * 1000)::bigint,
        (extract(epoch FROM updated_at) * 1000)::bigint
-FROM profiles WHERE profile_id = ANY(%s) ORDER BY profile_id FOR UPDATE
+FROM profiles WHERE profile_id = ANY(%b) ORDER BY profile_id FOR UPDATE
 """
 # The rows travel as one JSON document, [[id, workspace, user, traits, meta, created ms,
 # updated ms], …]: psycopg escapes every element of a text[] parameter with a regular
@@ -124,6 +127,9 @@ UPDATE applied_offsets AS o SET next_offset = n.next_offset
 FROM unnest(%(partitions)s::int[], %(offsets)s::bigint[]) AS n (partition, next_offset)
 WHERE o.topic = %(topic)s AND o.partition = n.partition AND n.next_offset > o.next_offset
 """
+
+
+_uuid_int = attrgetter("int")
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
@@ -236,7 +242,7 @@ class ProfileStore:
         if keys:
             rows = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys]))
             links = {(w, a): p for w, a, p in rows.fetchall()}
-        wanted = sorted(rows_to_load(fresh, links))
+        wanted = sorted(rows_to_load(fresh, links), key=_uuid_int)  # UUID's own < is Python code
         loaded = {
             row[0]: StoredProfile(
                 row[0],
