@@ -546,10 +546,17 @@ def _bytes_at(data: bytes, pos: int) -> tuple[bytes, int]:
 
 def _text_at(data: bytes, pos: int) -> tuple[str, int]:
     """A string with no NUL (which the full path refuses)."""
-    raw, pos = _bytes_at(data, pos)
+    size = data[pos]
+    if size < 0x80 and not size & 1:  # _bytes_at, inlined for the usual one-byte length
+        end = pos + 1 + (size >> 1)
+        if end > len(data):
+            raise _NotPlain
+        raw = data[pos + 1 : end]
+    else:
+        raw, end = _bytes_at(data, pos)
     if b"\x00" in raw:
         raise _NotPlain
-    return raw.decode(), pos
+    return raw.decode(), end
 
 
 def _optional_text_at(data: bytes, pos: int) -> tuple[str | None, int]:
@@ -570,7 +577,16 @@ def _id_at(data: bytes, pos: int) -> tuple[str, int]:
 
 
 def _millis_at(data: bytes, pos: int) -> tuple[int, int]:
-    value, pos = _long_at(data, pos)
+    byte = data[pos]  # _long_at, inlined: a timestamp takes six bytes or so
+    pos += 1
+    n = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        byte = data[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+    value = (n >> 1) ^ -(n & 1)
     if not _MIN_MILLIS <= value <= _MAX_MILLIS:
         raise _NotPlain
     return value, pos
@@ -578,6 +594,9 @@ def _millis_at(data: bytes, pos: int) -> tuple[int, int]:
 
 def _count_at(data: bytes, pos: int) -> tuple[int, int]:
     """The item count of an array block (a negative count is followed by a byte size)."""
+    byte = data[pos]
+    if byte < 0x80 and not byte & 1:
+        return byte >> 1, pos + 1
     count, pos = _long_at(data, pos)
     if count < 0:
         count = -count
