@@ -38,7 +38,7 @@ class EdgeSettings(CommonSettings):
         10.0, description="seconds to wait for the broker's acknowledgement before answering 503"
     )
     produce_linger_ms: float = Field(
-        5.0,
+        1.0,
         description="milliseconds the producer waits to fill a request to the broker "
         "(longer: less broker work per identify; shorter: lower latency)",
     )
