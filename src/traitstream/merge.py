@@ -26,6 +26,9 @@ from typing import Any
 
 from traitstream.events import JSON, IdentifyEvent, Op, Operation
 
+_SET = Op.SET
+"""An enum member read from the class costs a descriptor call; the hot loops use this."""
+
 Stamp = list[int | str]
 """``[event time ms, event id, op index]``. A list, not a tuple, because that is the
 form ``trait_meta`` stores: a loaded profile uses its stamps as parsed and a saved one
@@ -150,7 +153,7 @@ class Profile:
         event_time, event_id = event.event_time_ms, event.event_id
         for index, operation in enumerate(event.operations):
             trait = operation.trait
-            if operation.op is Op.SET and trait is not None:  # nearly every operation
+            if operation.op is _SET and trait is not None:  # nearly every operation
                 self.set_value(trait, operation.value, [event_time, event_id, index])
             else:
                 self.apply(operation, [event_time, event_id, index])
