@@ -214,6 +214,19 @@ def test_bad_identifications_are_refused_naming_the_field(
     assert body["code"] == status and named in body["error"]
 
 
+def test_malformed_multipart_is_a_400_in_amplitudes_shape(stack: Stack) -> None:
+    boundary = "0d37f771f3609e9baf6be26654101f5f"
+    response = httpx.post(
+        f"{stack.url}/identify",
+        content=f"--{boundary}\r\nTrue--{boundary}--\r\n".encode(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == 400 and body["error"].startswith("malformed multipart form data")
+
+
 def test_limits_are_413_in_amplitudes_shape(stack: Stack) -> None:
     deep: dict = {}
     node = deep

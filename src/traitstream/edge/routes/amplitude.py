@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from traitstream.dialects import amplitude
@@ -108,6 +109,8 @@ async def _multipart(request: Request, size: int) -> dict[str, JSON]:
         form = await request.form(max_files=0, max_fields=100)
     except MultiPartException as exc:
         raise InvalidRequest(f"malformed multipart form data: {exc.message}") from exc
+    except HTTPException as exc:  # what Starlette turns that error into inside an app
+        raise InvalidRequest(f"malformed multipart form data: {exc.detail}") from exc
     fields: dict[str, JSON] = {}
     for name, value in form.multi_items():
         if isinstance(value, UploadFile):
