@@ -55,3 +55,12 @@ def test_errors_map_to_statuses_in_the_dialect_shape(raised: Exception, status: 
     assert response.status_code == status
     assert text in body(response)["message"]
     assert body(response)["id"] == response.headers["X-Response-Id"]
+
+
+def test_json_response_writes_integers_beyond_64_bits_exactly() -> None:
+    # A profile read back from PostgreSQL can hold any number a client once sent.
+    big = {"traits": {"huge": 10**29, "negative": -(2**70), "name": "Ada"}}
+    response = json_response(big)
+    expected = b'{"traits":{"huge":100000000000000000000000000000,"negative":-1180591620717411303424,'
+    assert response.body == expected + b'"name":"Ada"}}'
+    assert json_response({"small": 1}).body == b'{"small":1}'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -29,7 +30,13 @@ ErrorShape = Callable[[RequestError, str], Any]
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    try:
+        content = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # orjson refuses integers beyond 64 bits, and PostgreSQL keeps any number a
+        # client sent (a profile read back can hold one): write those exactly.
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return Response(content, status_code=status, media_type="application/json")
 
 
 @dataclass(frozen=True, slots=True)
