@@ -376,21 +376,8 @@ class _Reader:
         self.pos = pos
 
     def long(self) -> int:
-        data, pos = self.data, self.pos
-        byte = data[pos]
-        pos += 1
-        if byte < 0x80:
-            self.pos = pos
-            return (byte >> 1) ^ -(byte & 1)
-        n = byte & 0x7F
-        shift = 7
-        while byte & 0x80:
-            byte = data[pos]
-            pos += 1
-            n |= (byte & 0x7F) << shift
-            shift += 7
-        self.pos = pos
-        return (n >> 1) ^ -(n & 1)
+        value, self.pos = _long_at(self.data, self.pos)
+        return value
 
     def string(self) -> str:
         byte = self.data[self.pos]
