@@ -257,7 +257,7 @@ def _bench_parser(commands: Any) -> None:
         help="identifies queued for the drain (default 100000, quick 15000)",
     )
     bench.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    bench.add_argument("--edge-processes", type=int, default=2, help="edge processes (default 2)")
+    bench.add_argument("--edge-processes", type=int, default=4, help="edge processes (default 4)")
     bench.add_argument("--partitions", type=int, default=12, help="partitions of the bench topic")
     bench.add_argument(
         "--profile",

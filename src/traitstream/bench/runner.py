@@ -59,7 +59,10 @@ class BenchOptions:
     """Each phase on a new topic (see ``Stack.rotate_topic``)."""
     backlog: int = 100_000
     workers: int = 2
-    edge_processes: int = 2
+    edge_processes: int = 4
+    """More than the cores: the processes share one listening socket, and the few
+    keep-alive connections of a load (4 for batches) often landed unevenly on two,
+    leaving a core idle."""
     partitions: int = 12
     batch_size: int = 2000
     pg_rows: int = 100_000

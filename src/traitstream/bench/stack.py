@@ -79,7 +79,7 @@ class StackOptions:
     kafka_bootstrap: str | None
     """None: start a broker of our own on a free port."""
     workers: int = 2
-    edge_processes: int = 2
+    edge_processes: int = 4
     partitions: int = 12
     batch_size: int = 2000
     log_dir: Path = Path("bench-results")
