@@ -162,3 +162,19 @@ def test_consumer_lag_is_reported_per_owned_partition_and_drains(stack: Stack) -
 
     samples = wait_until(lags, 30, "lag of every partition to be reported as 0")
     assert len(samples) == stack.partitions
+
+
+def test_a_profile_read_stuck_behind_a_lock_gives_up_and_identifies_go_on(stack: Stack) -> None:
+    # A migration that rewrites profiles holds an exclusive lock: reads answer 503
+    # after the statement timeout instead of holding the edge's connections, so key
+    # lookups, readiness and identifies keep working.
+    user = f"locked-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(stack.database_url) as conn:
+        conn.execute("LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE")
+        read = httpx.get(f"{stack.url}/api/profiles/{user}", headers=stack.headers(), timeout=20)
+        assert read.status_code == 503, read.text
+        assert httpx.get(f"{stack.url}/readyz", timeout=30).status_code == 200
+        accepted = stack.post("/api/identify", {"user_id": user, "traits": {"plan": "pro"}})
+        assert accepted.status_code == 200, accepted.text
+        conn.rollback()
+    assert stack.wait_profile(user, lambda p: p["traits"].get("plan") == "pro")

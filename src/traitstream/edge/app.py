@@ -36,6 +36,8 @@ from traitstream.store.reads import ProfileReader
 
 log = logging.getLogger(__name__)
 
+_STATEMENT_TIMEOUT_MS = 5_000
+
 
 def schema_source(settings: CommonSettings) -> SchemaSource:
     if settings.schema_registry_url:
@@ -51,8 +53,18 @@ def create_app(
     """Build the app. Nothing connects here: the pool opens in ``lifespan``, the
     producer connects in the background, and ``lifespan`` closes them all."""
     metrics = metrics or EdgeMetrics()
-    # A short wait for a connection: during a database outage requests answer 503 quickly.
-    pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=5)
+    # A short wait for a connection (during a database outage requests answer 503
+    # quickly), and a cap on every statement: a read stuck behind a lock (a
+    # migration rewriting profiles) must not hold the connections that key lookups
+    # and readiness checks need.
+    pool = AsyncConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=8,
+        open=False,
+        timeout=5,
+        kwargs={"options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}"},
+    )
     cache = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
     publisher = publisher or KafkaPublisher(
         settings.kafka_bootstrap,
@@ -72,11 +84,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.open()
+        publisher.start_serving()
         tune_gc()  # everything built so far lives as long as the process
         log.info("edge ready to serve", extra={"port": settings.http_port, "topic": settings.topic})
         try:
             yield
         finally:
+            publisher.stop_serving()
             await asyncio.to_thread(publisher.close)
             await cache.aclose()
             await pool.close()

@@ -240,6 +240,18 @@ class KafkaPublisher:
         self._in_flight = 0
         self._tick: asyncio.TimerHandle | None = None
         self._tick_busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start_serving(self) -> None:
+        """Poll the producer on the running loop from now on, so that an error it
+        reports before any traffic (a fatal one makes ``ready`` false) is heard."""
+        self._schedule(busy=False)
+
+    def stop_serving(self) -> None:
+        """Stop polling on the loop (before ``close`` flushes from another thread)."""
+        tick, self._tick = self._tick, None
+        if tick is not None:
+            tick.cancel()
 
     def _serve(self) -> None:
         """Serve delivery reports (and errors) on the event loop: again in a
@@ -252,13 +264,16 @@ class KafkaPublisher:
         self._schedule(busy=self._in_flight > 0)
 
     def _schedule(self, busy: bool) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new loop (the app started again): the old tick died with its own
+            self._loop, self._tick = loop, None
         if self._tick is not None:
             if self._tick_busy or not busy:
                 return
             self._tick.cancel()  # an idle tick, too far off for a request that waits
         self._tick_busy = busy
         delay = _BUSY_TICK_S if busy else _IDLE_TICK_S
-        self._tick = asyncio.get_running_loop().call_later(delay, self._serve)
+        self._tick = loop.call_later(delay, self._serve)
 
     async def publish(self, events: Sequence[IdentifyEvent]) -> None:
         try:

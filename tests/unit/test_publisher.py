@@ -1,0 +1,97 @@
+"""KafkaPublisher's delivery reports, served by an event-loop timer, with a fake
+producer standing in for librdkafka (no broker: this is the pure scheduling logic)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+
+from traitstream.avro.schemas import LocalSchemas
+from traitstream.edge.publisher import KafkaPublisher
+from traitstream.errors import Unavailable
+from traitstream.events import IdentifyEvent, Op, Operation
+from traitstream.metrics import EdgeMetrics
+
+
+class FakeProducer:
+    """Acknowledges every record at the next poll, or refuses when ``full``."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Any] = []
+        self.produced = 0
+        self.full = False
+        self.healthy = True
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+        if self.full:
+            raise BufferError("Local: Queue full")
+        self.produced += 1
+        self.waiting.append(on_delivery)
+
+    def poll(self, timeout: float) -> None:
+        waiting, self.waiting = self.waiting, []
+        for report in waiting:
+            report(None, None)
+
+    def flush(self, timeout: float) -> int:
+        self.poll(0)
+        return 0
+
+
+def publisher() -> tuple[KafkaPublisher, FakeProducer]:
+    fake = FakeProducer()
+    with patch("traitstream.edge.publisher.RenewableProducer", lambda *args: fake):
+        pub = KafkaPublisher("unused:9092", "identify", LocalSchemas(), EdgeMetrics(), timeout_s=1.0)
+    return pub, fake
+
+
+def events(count: int) -> list[IdentifyEvent]:
+    return [
+        IdentifyEvent("ws", f"u{i}", "thrivestack", 1, 1, "r", i, operations=(Operation(Op.SET, "a", i),))
+        for i in range(count)
+    ]
+
+
+def test_publish_returns_once_every_record_is_acknowledged() -> None:
+    pub, fake = publisher()
+
+    async def run() -> None:
+        await asyncio.gather(pub.publish(events(3)), pub.publish(events(500)))
+
+    asyncio.run(run())
+    assert fake.produced == 503 and not fake.waiting
+
+
+def test_a_second_event_loop_is_served_too() -> None:
+    # The app may start again in the same process (a test client, a lifespan run
+    # twice): the timer of the first loop died with it.
+    pub, fake = publisher()
+    for _ in range(3):
+        asyncio.run(asyncio.wait_for(pub.publish(events(2)), 5))
+    assert fake.produced == 6
+
+
+def test_a_refused_record_is_unavailable_not_success() -> None:
+    pub, fake = publisher()
+    fake.full = True
+    with pytest.raises(Unavailable, match="cannot take more identifies"):
+        asyncio.run(pub.publish(events(1)))
+
+
+def test_serving_starts_and_stops_with_the_app() -> None:
+    pub, fake = publisher()
+
+    async def run() -> None:
+        pub.start_serving()
+        fake.waiting.append(lambda error, message: None)  # a report due before any publish
+        await asyncio.sleep(0.25)
+        assert not fake.waiting  # the idle tick polled
+        pub.stop_serving()
+        fake.waiting.append(lambda error, message: None)
+        await asyncio.sleep(0.25)
+        assert fake.waiting  # nobody polls once stopped
+
+    asyncio.run(run())
