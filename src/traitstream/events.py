@@ -1,6 +1,6 @@
 """The canonical identify event: what every dialect is parsed into and what the worker applies.
 
-Plain frozen values, no I/O. The Avro record (``avro/codec.py``) is this event's
+Plain immutable values, no I/O. The Avro record (``avro/codec.py``) is this event's
 wire form.
 """
 

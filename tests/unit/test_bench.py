@@ -15,7 +15,7 @@ import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
 from traitstream import exposition
-from traitstream.avro import codec
+from traitstream.avro import codec, v1
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID, LocalSchemas
 from traitstream.bench import profile, report, stats, workload
 from traitstream.bench.load import check_loopback
@@ -139,7 +139,7 @@ def test_profile_summary_charges_samples_to_the_innermost_known_area() -> None:
             "process 1:main;run (traitstream/worker/consumer.py:99);decode (traitstream/avro/codec.py:90) 30",
             "main;run (traitstream/worker/consumer.py:99);apply (traitstream/store/profiles.py:170);"
             "execute (psycopg/cursor.py:100) 50",
-            "main;handle (traitstream/edge/context.py:57);_encode_v1 (traitstream/avro/codec.py:240) 15",
+            "main;handle (traitstream/edge/context.py:57);encode_body (traitstream/avro/v1.py:80) 15",
             "main;mystery (somewhere.py:1) 5",
             "malformed line",
         ]
@@ -231,7 +231,7 @@ def test_hand_written_v1_encoding_and_decoding_match_fastavro_byte_for_byte() ->
         assert codec.encode(event, LOCAL_SCHEMA_ID) == data
         body = io.BytesIO(data[5:])
         reference = {k: _exact_millis(v) for k, v in schemaless_reader(body, codec._READER, None).items()}
-        assert codec._decode_v1(data, 5) == (reference, len(data))
+        assert v1.read_record(data, 5) == (reference, len(data))
 
 
 def test_valid_events_round_trip_through_the_hand_written_path() -> None:

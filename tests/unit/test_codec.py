@@ -8,7 +8,7 @@ import struct
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from traitstream.avro import codec
+from traitstream.avro import codec, v1
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID, LocalSchemas, load_v1_text
 from traitstream.errors import InvalidRecord
 from traitstream.events import IdentifyEvent, Kind, Op, Operation
@@ -169,7 +169,7 @@ def _random_record(rng: random.Random) -> dict:
 
     def operation() -> dict:
         return {
-            "op": rng.choice(codec._OPS),
+            "op": rng.choice(v1._OPS),
             "trait": rng.choice([None, "", "plan", text(False)]),
             "value_json": json_text(),
         }
@@ -220,7 +220,7 @@ def test_the_fast_path_agrees_with_the_full_checks() -> None:
         expected = _outcome(lambda d: codec._decode_checked(d, codec._READER), data)
         assert _outcome(lambda d: codec.decode(d, SCHEMAS), data) == expected, record
         try:
-            codec._fast_v1(data)
+            v1.read_event(data, 5)
             fast += 1
         except (ValueError, LookupError):
             full += 1
@@ -231,7 +231,7 @@ def test_the_fast_path_agrees_with_the_full_checks() -> None:
 def test_the_fast_path_takes_what_the_edge_writes() -> None:
     event = EVENT
     data = codec.encode(event, LOCAL_SCHEMA_ID)
-    assert codec._fast_v1(data) == event
+    assert v1.read_event(data, 5) == event
     anonymous = IdentifyEvent(
         workspace_id="ws",
         user_id=None,
@@ -243,7 +243,7 @@ def test_the_fast_path_takes_what_the_edge_writes() -> None:
         operations=(Operation(Op.UNSET, "a"), Operation(Op.SET, "long", "x" * 300)),
         kind=Kind.ERASE,
     )
-    assert codec._fast_v1(codec.encode(anonymous, LOCAL_SCHEMA_ID)) == anonymous
+    assert v1.read_event(codec.encode(anonymous, LOCAL_SCHEMA_ID), 5) == anonymous
 
 
 def test_known_operations_are_shared_only_when_immutable() -> None:
@@ -267,9 +267,9 @@ def test_known_operations_are_shared_only_when_immutable() -> None:
 
 
 def test_known_operations_stay_few(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "_KNOWN_OPERATIONS", {})
-    monkeypatch.setattr(codec, "_KNOWN_OPERATIONS_KEPT", 10)
+    monkeypatch.setattr(v1, "_KNOWN_OPERATIONS", {})
+    monkeypatch.setattr(v1, "_KNOWN_OPERATIONS_KEPT", 10)
     for n in range(25):
         event = EVENT._replace(operations=(Operation(Op.SET, "n", n),))
         assert codec.decode(codec.encode(event, LOCAL_SCHEMA_ID), SCHEMAS) == event
-        assert len(codec._KNOWN_OPERATIONS) <= 10
+        assert len(v1._KNOWN_OPERATIONS) <= 10

@@ -22,7 +22,7 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Avro encode",
         (
             "encode (traitstream/avro",
-            "_encode_v1 (",
+            "encode_body (",
             "_long (traitstream/avro",
             "_string (traitstream/avro",
             "_optional_string (traitstream/avro",
