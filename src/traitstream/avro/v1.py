@@ -130,8 +130,9 @@ def encode_body(event: IdentifyEvent, header: bytes = b"") -> bytes:
             name = names.get(operation.trait)
             if name is None:
                 name = _optional_string(operation.trait)
-                if len(names) < _TRAIT_NAMES_KEPT:
-                    names[operation.trait] = name
+                if len(names) >= _TRAIT_NAMES_KEPT:
+                    names.clear()  # as the other memos here: start again rather than freeze the first
+                names[operation.trait] = name
             out += name
             if op in _NO_VALUE:
                 out += b"\x00"
