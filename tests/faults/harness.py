@@ -319,3 +319,32 @@ def wait_progress(stack: Stack, counters: CounterTraffic, timeout: float = 30.0)
             every=0.2,
         )
     )
+
+
+# --- the load every fault test runs under -------------------------------------------------
+
+
+@contextlib.contextmanager
+def mixed_traffic(stack: Stack, **edge_options: Any) -> Iterator[tuple[EdgeTraffic, CounterTraffic]]:
+    """Identifies through the edge and counter records straight onto the topic, from
+    before the block (once the workers apply them) until it ends, even by a failure."""
+    edge = EdgeTraffic(stack, **edge_options).start()
+    counters = CounterTraffic(stack.bootstrap, stack.topic).start()
+    try:
+        wait_progress(stack, counters)
+        yield edge, counters
+    finally:
+        edge.stop()
+        counters.stop()
+
+
+def assert_clean_run(stack: Stack, edge: EdgeTraffic, counters: CounterTraffic, *, at_least: int) -> Outcome:
+    """Exactly once, more than ``at_least`` counters and acknowledged identifies
+    applied, and nothing dead-lettered."""
+    outcome = assert_exactly_once(stack, edge, counters)
+    assert outcome.counters_applied > at_least and outcome.identifies_acked > at_least, (
+        outcome,
+        edge.statuses,
+    )
+    assert dead_letter_count(stack) == 0
+    return outcome

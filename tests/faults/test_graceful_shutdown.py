@@ -12,9 +12,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tests.faults.harness import (
     applied_offsets,
-    assert_exactly_once,
-    dead_letter_count,
+    assert_clean_run,
     log_events,
+    mixed_traffic,
     offsets_locked,
     owned_partitions,
     store_errors,
@@ -22,7 +22,6 @@ from tests.faults.harness import (
     wait_progress,
 )
 from tests.faults.services import RedisServer
-from tests.faults.traffic import CounterTraffic, EdgeTraffic
 from tests.support.stack import Broker, Proc, Stack, wait_until
 
 
@@ -58,11 +57,7 @@ def test_sigterm_finishes_or_abandons_the_batch_and_a_new_worker_takes_over(
     stack = make_stack(kafka.bootstrap, database_url, workers=1, partitions=4, redis_url=throwaway_redis.url)
     # No deliberate resends: Redis is killed (and loses its keys) below, and the
     # contract keeps client-retry dedupe only while Redis keeps its data.
-    edge = EdgeTraffic(stack, lost_response_every=0).start()
-    counters = CounterTraffic(stack.bootstrap, stack.topic).start()
-    try:
-        wait_progress(stack, counters)
-
+    with mixed_traffic(stack, lost_response_every=0) as (edge, counters):
         # 1. SIGTERM while the batch is in Postgres: the worker finishes it, then exits.
         applying = stack.workers[0]
         with offsets_locked(stack):
@@ -96,11 +91,6 @@ def test_sigterm_finishes_or_abandons_the_batch_and_a_new_worker_takes_over(
         successor = stack.add_worker()
         wait_until(lambda: owned_partitions(successor), 40, "the successor to get partitions")
         wait_progress(stack, counters)
-    finally:
-        edge.stop()
-        counters.stop()
 
-    outcome = assert_exactly_once(stack, edge, counters)
-    assert outcome.counters_applied > 100 and outcome.identifies_acked > 100, outcome
-    assert dead_letter_count(stack) == 0
+    assert_clean_run(stack, edge, counters, at_least=100)
     assert_kafka_not_ahead_of_postgres(stack)

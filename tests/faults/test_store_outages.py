@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tests.faults.harness import (
-    assert_exactly_once,
-    dead_letter_count,
+    assert_clean_run,
     log_events,
+    mixed_traffic,
     offsets_locked,
     outcome_count,
     owned_partitions,
@@ -24,7 +24,6 @@ from tests.faults.harness import (
     wait_progress,
 )
 from tests.faults.services import PostgresCluster, RedisServer
-from tests.faults.traffic import CounterTraffic, EdgeTraffic
 from tests.support.stack import Broker, wait_until
 from traitstream.store.database import migrate
 
@@ -37,11 +36,7 @@ def test_redis_restarts_and_loses_every_key(
     stack = make_stack(kafka.bootstrap, database_url, workers=2, partitions=6, redis_url=throwaway_redis.url)
     # No deliberate client resends here: the contract keeps client-retry dedupe only
     # while Redis keeps its data, and this test throws that data away.
-    edge = EdgeTraffic(stack, lost_response_every=0).start()
-    counters = CounterTraffic(stack.bootstrap, stack.topic).start()
-    try:
-        wait_progress(stack, counters)
-
+    with mixed_traffic(stack, lost_response_every=0) as (edge, counters):
         # 1. Redis dies under load and comes back empty.
         throwaway_redis.kill()
         retrying = lambda: all(store_errors(w, "redis") >= 2 for w in stack.workers)  # noqa: E731
@@ -75,13 +70,8 @@ def test_redis_restarts_and_loses_every_key(
         )
         wait_until(lambda: owned_partitions(frozen), 40, "the woken worker to rejoin the group")
         wait_progress(stack, counters)
-    finally:
-        edge.stop()
-        counters.stop()
 
-    outcome = assert_exactly_once(stack, edge, counters)
-    assert outcome.counters_applied > 300 and outcome.identifies_acked > 300, outcome
-    assert dead_letter_count(stack) == 0
+    assert_clean_run(stack, edge, counters, at_least=300)
     for worker in stack.workers:
         assert worker.alive(), f"{worker.name} exited"
         assert any("redis" in line["msg"] for line in log_events(worker, "transient failure"))
@@ -92,10 +82,7 @@ def test_postgres_restarts_under_load(kafka: Broker, throwaway_postgres: Postgre
     url = throwaway_postgres.url("traitstream")
     migrate(url)
     stack = make_stack(kafka.bootstrap, url, workers=2, partitions=6)
-    edge = EdgeTraffic(stack).start()
-    counters = CounterTraffic(stack.bootstrap, stack.topic).start()
-    try:
-        wait_progress(stack, counters)
+    with mixed_traffic(stack) as (edge, counters):
         with offsets_locked(stack):
             wait_blocked_worker(stack)
             # A crash, not a shutdown: open transactions die with their sessions.
@@ -111,14 +98,9 @@ def test_postgres_restarts_under_load(kafka: Broker, throwaway_postgres: Postgre
         wait_until(lambda: edge.acked_count > acked_during, 15, "the edge to keep acknowledging identifies")
         throwaway_postgres.start()
         wait_progress(stack, counters, timeout=40)
-    finally:
-        edge.stop()
-        counters.stop()
 
-    outcome = assert_exactly_once(stack, edge, counters)
-    assert outcome.counters_applied > 300 and outcome.identifies_acked > 300, outcome
+    outcome = assert_clean_run(stack, edge, counters, at_least=300)
     assert outcome.retried_identifies > 0
-    assert dead_letter_count(stack) == 0
     for worker in stack.workers:
         assert worker.alive(), f"{worker.name} exited"
         assert any("postgres" in line["msg"] for line in log_events(worker, "transient failure"))

@@ -13,14 +13,13 @@ import signal
 import pytest
 
 from tests.faults.harness import (
-    assert_exactly_once,
-    dead_letter_count,
+    assert_clean_run,
+    mixed_traffic,
     offsets_locked,
     owned_partitions,
     wait_blocked_worker,
     wait_progress,
 )
-from tests.faults.traffic import CounterTraffic, EdgeTraffic
 from tests.support.stack import Broker, wait_until
 
 
@@ -28,11 +27,8 @@ from tests.support.stack import Broker, wait_until
 @pytest.mark.timeout(180)
 def test_kill9_one_worker_mid_batch_again_and_again(kafka: Broker, database_url: str, make_stack) -> None:
     stack = make_stack(kafka.bootstrap, database_url, workers=2, partitions=6)
-    edge = EdgeTraffic(stack).start()
-    counters = CounterTraffic(stack.bootstrap, stack.topic).start()
     killed = []
-    try:
-        wait_progress(stack, counters)
+    with mixed_traffic(stack) as (edge, counters):
         for _ in range(3):
             with offsets_locked(stack):
                 victim = stack.workers[wait_blocked_worker(stack)]
@@ -43,13 +39,8 @@ def test_kill9_one_worker_mid_batch_again_and_again(kafka: Broker, database_url:
             newcomer = stack.add_worker()
             wait_until(lambda w=newcomer: owned_partitions(w), 40, f"{newcomer.name} to get partitions")
             wait_progress(stack, counters)
-    finally:
-        edge.stop()
-        counters.stop()
 
-    outcome = assert_exactly_once(stack, edge, counters)
-    assert outcome.counters_applied > 500 and outcome.identifies_acked > 500, outcome
-    assert dead_letter_count(stack) == 0
+    assert_clean_run(stack, edge, counters, at_least=500)
     assert len(killed) == 3
     assert sum(w.alive() for w in stack.workers) == 2, "a surviving worker died"
 
@@ -58,10 +49,7 @@ def test_kill9_one_worker_mid_batch_again_and_again(kafka: Broker, database_url:
 @pytest.mark.timeout(180)
 def test_kill9_every_process_mid_stream_then_restart(kafka: Broker, database_url: str, make_stack) -> None:
     stack = make_stack(kafka.bootstrap, database_url, workers=2, partitions=6)
-    edge = EdgeTraffic(stack).start()
-    counters = CounterTraffic(stack.bootstrap, stack.topic).start()
-    try:
-        wait_progress(stack, counters)
+    with mixed_traffic(stack) as (edge, counters):
         with offsets_locked(stack):
             wait_blocked_worker(stack)
             everyone = [stack.edge, *stack.workers]
@@ -76,12 +64,6 @@ def test_kill9_every_process_mid_stream_then_restart(kafka: Broker, database_url
         stack.add_worker()
         wait_progress(stack, counters, timeout=40)
         wait_progress(stack, counters)
-    finally:
-        edge.stop()
-        counters.stop()
 
-    outcome = assert_exactly_once(stack, edge, counters)
-    print(outcome, edge.statuses)
-    assert outcome.counters_applied > 300 and outcome.identifies_acked > 300, outcome
+    outcome = assert_clean_run(stack, edge, counters, at_least=300)
     assert outcome.retried_identifies > 0, "no identify reached the topic twice: the retry path went untested"
-    assert dead_letter_count(stack) == 0
