@@ -280,19 +280,3 @@ class Stack:
             "SELECT coalesce(sum(next_offset), 0) FROM applied_offsets WHERE topic = %s", (self.topic,)
         ).fetchone()
         return int(row[0]) if row else 0
-
-    def produced_records(self) -> int:
-        """Sum of the topic's high watermarks: every record the broker holds."""
-        from confluent_kafka import Consumer, TopicPartition
-
-        consumer = Consumer(
-            {"bootstrap.servers": self.bootstrap, "group.id": f"bench-probe-{self.topic}", "log_level": 3}
-        )
-        try:
-            total = 0
-            for partition in range(self.options.partitions):
-                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
-                total += max(0, high)
-            return total
-        finally:
-            consumer.close()
