@@ -93,7 +93,14 @@ def _worker(args: argparse.Namespace) -> int:
     metrics = WorkerMetrics()
     start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
     worker = Worker(
-        Consumer(consumer_config(settings.kafka_bootstrap, settings.group_id, settings.session_timeout_ms)),
+        Consumer(
+            consumer_config(
+                settings.kafka_bootstrap,
+                settings.group_id,
+                settings.session_timeout_ms,
+                settings.fetch_pause_ms,
+            )
+        ),
         AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
         settings.topic,
         schema_source(settings),

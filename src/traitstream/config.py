@@ -55,6 +55,13 @@ class WorkerSettings(CommonSettings):
     dedupe_ttl_s: int = Field(86_400, description="seconds a dedupe key is kept in Redis")
     session_timeout_ms: int = Field(10_000, description="Kafka consumer session timeout")
     partitions: int = Field(12, description="partition count used when the topic is created")
+    fetch_pause_ms: int = Field(
+        0,
+        ge=0,
+        description="above 0: fetch a partition again only once every fetched record is taken, "
+        "pausing this many ms while not, for brokers that ignore fetch.min.bytes "
+        "(the bundled broker; traitstream dev and bench use 200 with it); 0: off",
+    )
 
 
 class DevSettings(EdgeSettings, WorkerSettings):

@@ -97,8 +97,14 @@ class DevStack:
         s = self.settings
         exe = [sys.executable, "-m", "traitstream"]
         self.children.append(Child("edge", [*exe, "edge"], _child_env(s)))
+        configured = s.fetch_pause_ms if "fetch_pause_ms" in s.model_fields_set else None
+        pause = broker.worker_fetch_pause_ms(configured, bundled=self.broker is not None)
         for index in range(s.workers):
-            env = _child_env(s, TRAITSTREAM_METRICS_PORT=str(s.metrics_port + index))
+            env = _child_env(
+                s,
+                TRAITSTREAM_METRICS_PORT=str(s.metrics_port + index),
+                TRAITSTREAM_FETCH_PAUSE_MS=str(pause),
+            )
             self.children.append(Child(f"worker-{index + 1}", [*exe, "worker"], env))
         for child in self.children:
             child.start()

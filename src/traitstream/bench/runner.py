@@ -480,7 +480,8 @@ class Bench:
                 "python": platform.python_version(),
                 "platform": platform.platform(),
             },
-            "options": {k: _public(v) for k, v in asdict(self.o).items()},
+            "options": {k: _public(v) for k, v in asdict(self.o).items()}
+            | {"worker_fetch_pause_ms": self.stack.worker_fetch_pause_ms},
             "limits": {
                 name: {"what": x.what, "count": x.count, "seconds": x.seconds, "rate": x.rate}
                 for name, x in self.limits.items()

@@ -181,6 +181,15 @@ class Stack:
             except Exception as exc:  # any failure only costs broker memory
                 log.info("could not delete topic %s: %s", name, exc)
 
+    @property
+    def worker_fetch_pause_ms(self) -> int:
+        """The workers' fetch pause: as set in the environment, else the bundled
+        broker's when this stack runs it, else none."""
+        configured = os.environ.get("TRAITSTREAM_FETCH_PAUSE_MS")
+        return broker.worker_fetch_pause_ms(
+            None if configured is None else int(configured), bundled=self.broker is not None
+        )
+
     def ready(self) -> bool:
         try:
             return httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200
@@ -199,7 +208,11 @@ class Stack:
             child = Child(
                 f"worker-{index + 1}",
                 [sys.executable, "-m", "traitstream", "worker"],
-                self.env(TRAITSTREAM_METRICS_PORT=str(port), TRAITSTREAM_GROUP_ID=group),
+                self.env(
+                    TRAITSTREAM_METRICS_PORT=str(port),
+                    TRAITSTREAM_GROUP_ID=group,
+                    TRAITSTREAM_FETCH_PAUSE_MS=str(self.worker_fetch_pause_ms),
+                ),
                 o.log_dir / f"worker-{index + 1}-{self.topic}-{self._generation}.log",
                 metrics_port=port,
             )

@@ -44,8 +44,14 @@ _LAG_EVERY_S = 5.0
 _PROBE_TIMEOUT_S = 1.0
 
 
-def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int) -> dict[str, Any]:
-    return {
+def consumer_config(
+    bootstrap: str, group_id: str, session_timeout_ms: int, fetch_pause_ms: int = 0
+) -> dict[str, Any]:
+    """The worker's consumer. ``fetch_pause_ms`` above 0 paces fetching for brokers
+    that answer every fetch at once, whatever ``fetch.min.bytes``: a partition is
+    fetched again only when the worker has taken every record already fetched, and
+    while it has not, the partition waits that many milliseconds before asking."""
+    config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
         "enable.auto.commit": False,
@@ -64,6 +70,12 @@ def consumer_config(bootstrap: str, group_id: str, session_timeout_ms: int) -> d
         "fetch.min.bytes": 64 * 1024,
         "fetch.wait.max.ms": 50,
     }
+    if fetch_pause_ms > 0:
+        # librdkafka backs a partition off for fetch.queue.backoff.ms whenever the
+        # local queue holds at least queued.min.messages records.
+        config["queued.min.messages"] = 1
+        config["fetch.queue.backoff.ms"] = fetch_pause_ms
+    return config
 
 
 class Worker:
