@@ -247,6 +247,19 @@ def test_compose_worker_is_scalable(compose: dict) -> None:
     assert worker["command"] == ["worker"]
 
 
+def test_compose_postgres_lock_table_fits_a_worker_per_partition(compose: dict) -> None:
+    """Every worker's batch holds an advisory lock per user and anonymous id (two per
+    identify at most SDKs' traffic) until it commits; PostgreSQL fails a batch with
+    "out of shared memory" once its lock table is full. The table holds about
+    max_locks_per_transaction times max_connections (100 by default)."""
+    from traitstream.config import WorkerSettings
+
+    command = compose["services"]["postgres"]["command"]
+    settings = dict(arg.split("=", 1) for arg in command if "=" in arg)
+    locks_per_batch = 2 * WorkerSettings.model_fields["batch_size"].default
+    assert int(settings["max_locks_per_transaction"]) * 100 >= PARTITIONS * locks_per_batch
+
+
 def test_compose_one_shot_services(compose: dict) -> None:
     services = compose["services"]
     assert services["migrate"]["command"] == ["migrate"]

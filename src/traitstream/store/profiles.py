@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import set_json_loads
 
 from traitstream.errors import StoreRejected, TransientError
@@ -129,6 +130,16 @@ WHERE o.topic = %(topic)s AND o.partition = n.partition AND n.next_offset > o.ne
 """
 
 
+# The size PostgreSQL gives its shared lock table (lock.c: max_locks_per_transaction
+# times every backend that may exist, prepared transactions included).
+_LOCK_CAPACITY = """
+SELECT current_setting('max_locks_per_transaction')::int * (
+    current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int
+    + current_setting('autovacuum_max_workers')::int + 1
+    + current_setting('max_worker_processes')::int + current_setting('max_wal_senders')::int
+)
+"""
+
 _uuid_int = attrgetter("int")
 
 
@@ -154,6 +165,20 @@ class ProfileStore:
         if self._conn is None or self._conn.closed:
             self._conn = _connect(self._url)
         return self._conn
+
+    def lock_capacity(self) -> int:
+        """About how many locks PostgreSQL's shared lock table holds (it sizes the table
+        for this many; a little more fits)."""
+        try:
+            conn = self._connection()
+            # In a transaction of its own: on a connection outside autocommit a bare
+            # execute would open one that every later batch ran inside, as savepoints.
+            with conn.transaction():
+                row = conn.execute(_LOCK_CAPACITY).fetchone()
+        except psycopg.Error as exc:
+            self.close()
+            raise TransientError(f"postgres: {exc}", source="postgres") from exc
+        return int(row[0]) if row else 0
 
     def applied_offsets(self, partitions: Sequence[int], topic_id: str | None) -> dict[int, int]:
         """The next offset to apply for each of ``partitions`` that has one, and from now
@@ -190,8 +215,26 @@ class ProfileStore:
         go to ``on_rejected`` inside the transaction: if it raises, nothing commits."""
         try:
             conn = self._connection()
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                # A batch inside an open transaction would only release a savepoint:
+                # nothing would commit, and its locks would pile up until the end.
+                raise RuntimeError("the profile store's connection is inside a transaction")
             with conn.transaction():
                 return self._apply(conn, records, next_offsets, on_rejected)
+        except psycopg.errors.OutOfMemory as exc:
+            # SQLSTATE 53200: nearly always the shared lock table, which every worker's
+            # batch fills with one advisory lock per user and anonymous id. The batch
+            # was rolled back and the connection is fine; it succeeds once other
+            # transactions let go of theirs, but the server needs a larger table.
+            names = len(lock_names(r.event for r in records))
+            raise TransientError(
+                f"postgres: {exc.diag.message_primary or exc} while taking this batch's {names} "
+                "advisory locks: PostgreSQL's lock table is full. It holds about "
+                "max_locks_per_transaction x max_connections locks and each worker takes one "
+                "per user and anonymous id of its batch: raise max_locks_per_transaction "
+                "(docs/operations.md, 'PostgreSQL's lock table')",
+                source="postgres",
+            ) from exc
         except (
             psycopg.OperationalError,
             psycopg.errors.DeadlockDetected,

@@ -121,6 +121,7 @@ class Worker:
     def run(self) -> None:
         self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("worker started", extra={"topic": self._topic})
+        self._check_lock_table()
         try:
             while not self._stop.is_set():
                 messages = self._consumer.consume(self._batch_size, self._batch_wait_s)
@@ -135,6 +136,34 @@ class Worker:
             self._consumer.close()
             self._dlq.close()
             self._store.close()
+
+    def _check_lock_table(self) -> None:
+        """Say how many workers' batches PostgreSQL's lock table fits at once: a batch
+        takes an advisory lock per user and anonymous id (two per identify for most
+        SDKs' traffic), and a full table fails every batch that asks for more."""
+        try:
+            capacity = self._store.lock_capacity()
+        except TransientError as exc:
+            log.warning("could not read PostgreSQL's lock table size: %s", exc)
+            return
+        per_batch = 2 * self._batch_size
+        fits = capacity // per_batch
+        extra = {"lock_table": capacity, "locks_per_batch": per_batch, "workers_that_fit": fits}
+        if fits < 1:
+            log.warning(
+                "PostgreSQL's lock table (about %d locks) is smaller than one batch may need (%d): "
+                "raise max_locks_per_transaction or lower the batch size",
+                capacity,
+                per_batch,
+                extra=extra,
+            )
+        else:
+            log.info(
+                "PostgreSQL's lock table fits the batches of about %d workers at once; "
+                "raise max_locks_per_transaction to run more",
+                fits,
+                extra=extra,
+            )
 
     def _usable(self, message: Any) -> bool:
         error = message.error()
