@@ -232,7 +232,7 @@ class ProfileStore:
                 "advisory locks: PostgreSQL's lock table is full. It holds about "
                 "max_locks_per_transaction x max_connections locks and each worker takes one "
                 "per user and anonymous id of its batch: raise max_locks_per_transaction "
-                "(docs/operations.md, 'PostgreSQL's lock table')",
+                "(docs/operations.md, 'Scaling workers')",
                 source="postgres",
             ) from exc
         except (
