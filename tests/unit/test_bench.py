@@ -40,6 +40,31 @@ traitstream_worker_events_total{outcome="duplicate"} 3.0
 """
 
 
+# --- when a phase's records are applied ------------------------------------------------
+
+
+def test_applied_when_every_acknowledged_identify_is() -> None:
+    watch = stats.AppliedWatch()
+    watch.expect(acked=1_000, failed_requests=0)
+    watch.expect(acked=500, failed_requests=0)
+    assert watch.done_at(1_499, now=10.0) is None
+    assert watch.done_at(1_500, now=11.0) == 11.0
+    watch.reset()
+    assert watch.acked == 0
+    assert watch.done_at(0, now=12.0) == 12.0
+
+
+def test_after_a_failed_request_the_count_must_also_settle() -> None:
+    """A failed request may have written part of its records: they are applied and
+    counted too, so reaching the acknowledged count is not enough on its own."""
+    watch = stats.AppliedWatch(settle_s=2.0)
+    watch.expect(acked=1_000, failed_requests=1)
+    assert watch.done_at(1_000, now=10.0) is None  # the partial request's records may follow
+    assert watch.done_at(1_200, now=11.0) is None
+    assert watch.done_at(1_200, now=12.5) is None
+    assert watch.done_at(1_200, now=13.0) == 11.0  # finished when the count last moved
+
+
 # --- percentiles and ratios -----------------------------------------------------------
 
 

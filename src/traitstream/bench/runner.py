@@ -122,9 +122,8 @@ class Bench:
         self.cpu: dict[str, dict[str, float]] = {}
         self.meter = procs.CpuMeter()
         self.profiles: dict[str, Any] = {}
-        self.acked_on_topic = 0
-        """Identifies the edge acknowledged on the current topic: the records the
-        workers must finish before a phase counts as applied."""
+        self.applied = stats.AppliedWatch()
+        """What the workers must finish on the current topic before a phase counts as applied."""
 
     # --- helpers --------------------------------------------------------------------
 
@@ -154,33 +153,29 @@ class Bench:
         if process.returncode != 0:
             raise RuntimeError(f"the load generator exited with status {process.returncode}")
         result = LoadResult(**orjson.loads(out))
-        self.acked_on_topic += result.identifies_acked
+        self.applied.expect(result.identifies_acked, result.errors)
         return result
 
     def _rotate_topic(self) -> None:
         self.stack.rotate_topic()
-        self.acked_on_topic = 0
+        self.applied.reset()
 
     def _run_load(self, label: str, timeout_s: float, **config: Any) -> LoadResult:
         return self._result(self._load(label, **config), timeout_s)
 
     def _wait_applied(self, timeout_s: float) -> float:
         """Wait until the workers have finished every record the edge acknowledged
-        on the current topic (by the offsets PostgreSQL committed with the profiles);
-        returns the epoch seconds when seen.
-
-        The count comes from the load's acknowledgements, not from the broker's high
-        watermarks: the bundled broker reports a partition's watermark as the first
-        offset of its last batch plus one, short of the true end by up to a batch,
-        which ended the wait before the last batches were applied."""
-        expected = self.acked_on_topic
+        on the current topic (``stats.AppliedWatch``, from the offsets PostgreSQL
+        committed with the profiles); returns the epoch seconds when they had."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.stack.applied_records() >= expected:
-                return time.time()
+            done = self.applied.done_at(self.stack.applied_records(), time.time())
+            if done is not None:
+                return done
             time.sleep(0.05)
         raise TimeoutError(
-            f"the workers applied {self.stack.applied_records()} of {expected} records in {timeout_s:.0f}s"
+            f"the workers applied {self.stack.applied_records()} of {self.applied.acked} records "
+            f"in {timeout_s:.0f}s"
         )
 
     # --- phases ---------------------------------------------------------------------
@@ -297,7 +292,7 @@ class Bench:
         s.stop_workers()
         base = s.applied_records()
         self._run_load("backlog", 600, clients=4, batch=500, duration_s=0, total=self.o.backlog, seed=41)
-        target = self.acked_on_topic
+        target = self.applied.acked
         backlog = target - base
         started = time.time()
         s.start_workers()
@@ -310,12 +305,12 @@ class Bench:
             now = time.time()
             if first is None and applied > base:
                 first = (now, applied)
-            if applied >= target:
+            done = self.applied.done_at(applied, now)
+            if done is not None:
                 break
             time.sleep(0.05)
         else:
             raise TimeoutError(f"the workers drained {applied - base} of {backlog} records")
-        done = time.time()
         self.cpu["drain"] = self.meter.stop(self._groups())
         if first is None:  # everything was applied before the first look
             first = (started, base)

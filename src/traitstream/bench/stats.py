@@ -92,3 +92,41 @@ def histogram_quantile(q: float, histogram: Histogram) -> float | None:
             )
         previous_bound, previous_count = bound, count
     return previous_bound
+
+
+@dataclass(slots=True)
+class AppliedWatch:
+    """Whether the workers are done with the current topic, from the offsets they
+    commit (``applied``: the sum of their next offsets, which counts every record).
+
+    Done means every identify the edge acknowledged is applied. A request that failed
+    may still have written some of its records, which count too without being
+    expected, so after any failure the count must also have stopped moving for
+    ``settle_s``. The broker's high watermarks are no help: the bundled broker
+    reports a partition's as the first offset of its last batch plus one."""
+
+    acked: int = 0
+    failed_requests: int = 0
+    settle_s: float = 2.0
+    _seen: int = -1
+    _changed_at: float = 0.0
+
+    def expect(self, acked: int, failed_requests: int) -> None:
+        """Count a load's acknowledged identifies and failed requests."""
+        self.acked += acked
+        self.failed_requests += failed_requests
+
+    def reset(self) -> None:
+        """A fresh topic: nothing expected yet."""
+        self.acked = self.failed_requests = 0
+        self._seen = -1
+
+    def done_at(self, applied: int, now: float) -> float | None:
+        """When the workers finished (the time ``applied`` last changed), or None."""
+        if applied != self._seen:
+            self._seen, self._changed_at = applied, now
+        if applied < self.acked:
+            return None
+        if self.failed_requests and now - self._changed_at < self.settle_s:
+            return None
+        return self._changed_at
