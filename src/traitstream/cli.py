@@ -111,6 +111,10 @@ def _worker(args: argparse.Namespace) -> int:
         batch_size=settings.batch_size,
         batch_wait_s=settings.batch_wait_s,
     )
+    log.info(
+        "worker settings",
+        extra={"batch_size": settings.batch_size, "fetch_pause_ms": settings.fetch_pause_ms},
+    )
     worker.install_signal_handlers()
     tune_gc()
     worker.run()

@@ -58,6 +58,7 @@ class WorkerSettings(CommonSettings):
     fetch_pause_ms: int = Field(
         0,
         ge=0,
+        le=300_000,  # librdkafka's bound for fetch.queue.backoff.ms
         description="above 0: fetch a partition again only once every fetched record is taken, "
         "pausing this many ms while not, for brokers that ignore fetch.min.bytes "
         "(the bundled broker; traitstream dev and bench use 200 with it); 0: off",

@@ -36,6 +36,14 @@ def applied_users(stack: Stack, prefix: str) -> int:
     return int(row[0]) if row else 0
 
 
+def test_the_workers_run_with_the_pause(paced: Stack) -> None:
+    wait_until(
+        lambda: all('"fetch_pause_ms":200' in w.log_text() for w in paced.workers),
+        30,
+        "the workers logging their fetch pause",
+    )
+
+
 def test_a_backlog_and_a_trickle_are_all_applied(paced: Stack) -> None:
     prefix = f"paced-{uuid.uuid4().hex[:6]}-"
     users = [f"{prefix}{i}" for i in range(2_000)]

@@ -1,7 +1,10 @@
 """PostgreSQL's shared lock table full: every worker batch takes an advisory lock per
 user and anonymous id, so a server whose table is too small for the workers fails
 their batches with "out of shared memory". The workers must say what to change,
-lose nothing, and carry on once there is room."""
+lose nothing, and carry on once there is room.
+
+The fixture fills the lock table of the whole server for a few seconds; the suite
+runs one test at a time, so only this test's own stack is affected."""
 
 from __future__ import annotations
 
@@ -69,7 +72,7 @@ def test_a_full_lock_table_names_the_setting_and_loses_nothing(
     def applied() -> int:
         with psycopg.connect(stack.database_url) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM profiles WHERE user_id = ANY(%s) AND traits = '{\"plan\": \"pro\"}'",
+                'SELECT count(*) FROM profiles WHERE user_id = ANY(%s) AND traits = \'{"plan": "pro"}\'',
                 (users,),
             ).fetchone()
         return int(row[0]) if row else 0

@@ -222,10 +222,15 @@ class ProfileStore:
             with conn.transaction():
                 return self._apply(conn, records, next_offsets, on_rejected)
         except psycopg.errors.OutOfMemory as exc:
-            # SQLSTATE 53200: nearly always the shared lock table, which every worker's
-            # batch fills with one advisory lock per user and anonymous id. The batch
-            # was rolled back and the connection is fine; it succeeds once other
-            # transactions let go of theirs, but the server needs a larger table.
+            # SQLSTATE 53200 is also a server short of memory; the lock table's own
+            # error says so in its hint.
+            if "max_locks_per_transaction" not in (exc.diag.message_hint or ""):
+                self.close()
+                raise TransientError(f"postgres: {exc}", source="postgres") from exc
+            # The shared lock table, which every worker's batch fills with one advisory
+            # lock per user and anonymous id. The batch was rolled back and the
+            # connection is fine; it succeeds once other transactions let go of
+            # theirs, but the server needs a larger table.
             names = len(lock_names(r.event for r in records))
             raise TransientError(
                 f"postgres: {exc.diag.message_primary or exc} while taking this batch's {names} "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import random
 import signal
 import threading
 import time
@@ -121,8 +122,8 @@ class Worker:
     def run(self) -> None:
         self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("worker started", extra={"topic": self._topic})
-        self._check_lock_table()
         try:
+            self._check_lock_table()
             while not self._stop.is_set():
                 messages = self._consumer.consume(self._batch_size, self._batch_wait_s)
                 good = [m for m in messages if self._usable(m)]
@@ -140,7 +141,9 @@ class Worker:
     def _check_lock_table(self) -> None:
         """Say how many workers' batches PostgreSQL's lock table fits at once: a batch
         takes an advisory lock per user and anonymous id (two per identify for most
-        SDKs' traffic), and a full table fails every batch that asks for more."""
+        SDKs' traffic), and a full table fails every batch that asks for more. A table
+        too small for even one batch would fail it forever: the batch size comes down
+        to a quarter of the table."""
         try:
             capacity = self._store.lock_capacity()
         except TransientError as exc:
@@ -150,11 +153,13 @@ class Worker:
         fits = capacity // per_batch
         extra = {"lock_table": capacity, "locks_per_batch": per_batch, "workers_that_fit": fits}
         if fits < 1:
+            self._batch_size = max(1, capacity // 4)
             log.warning(
                 "PostgreSQL's lock table (about %d locks) is smaller than one batch may need (%d): "
-                "raise max_locks_per_transaction or lower the batch size",
+                "batches are now of at most %d records; raise max_locks_per_transaction",
                 capacity,
                 per_batch,
+                self._batch_size,
                 extra=extra,
             )
         else:
@@ -360,8 +365,11 @@ class Worker:
                 return action()
             except TransientError as exc:
                 self._metrics.store_errors.labels(exc.source).inc()
-                log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
-                if self._stop.wait(delay):
+                # Jittered, so that workers failing together (a full lock table, a
+                # restart of a dependency) do not all come back at the same moment.
+                pause = delay * random.uniform(0.5, 1.0)
+                log.warning("transient failure, retrying in %.1fs: %s", pause, exc)
+                if self._stop.wait(pause):
                     raise _Abandoned from exc
                 delay = min(delay * 2, _BACKOFF_MAX_S)
 
