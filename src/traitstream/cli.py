@@ -207,6 +207,7 @@ def _bench(args: argparse.Namespace) -> int:
         # Only an explicit flag points the bench at an existing broker.
         kafka_bootstrap=args.setting_kafka_bootstrap,
         soak_s=args.soak_seconds,
+        soak_rate=args.soak_rate,
         workers=args.workers,
         edge_processes=args.edge_processes,
         partitions=args.partitions,
@@ -251,6 +252,13 @@ def _bench_parser(commands: Any) -> None:
         type=float,
         default=120.0,
         help="soak at half the maximum rate, watching worker memory (default 120; 600 for ten minutes)",
+    )
+    bench.add_argument(
+        "--soak-rate",
+        type=float,
+        default=None,
+        help="identifies per second in the soak (default: half the end-to-end rate, "
+        "at most 2,000 with the bundled broker)",
     )
     bench.add_argument(
         "--phase-seconds", type=float, default=None, help="length of each load phase (default 20, quick 4)"
