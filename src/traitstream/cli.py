@@ -39,6 +39,13 @@ def _settings(args: argparse.Namespace, cls: type[S]) -> S:
     return cls(**given)
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def edge_app_from_env() -> Any:
     """App factory for the edge's worker processes (``uvicorn … --factory``): each
     process builds its own settings, producer and pools from the environment."""
@@ -251,11 +258,11 @@ def _bench_parser(commands: Any) -> None:
         "--soak-seconds",
         type=float,
         default=120.0,
-        help="soak at half the maximum rate, watching worker memory (default 120; 600 for ten minutes)",
+        help="soak length, watching worker memory (default 120; 600 for ten minutes)",
     )
     bench.add_argument(
         "--soak-rate",
-        type=float,
+        type=_positive,
         default=None,
         help="identifies per second in the soak (default: half the end-to-end rate, "
         "at most 2,000 with the bundled broker)",

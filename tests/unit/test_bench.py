@@ -52,6 +52,9 @@ def test_applied_when_every_acknowledged_identify_is() -> None:
     watch.reset()
     assert watch.acked == 0
     assert watch.done_at(0, now=12.0) == 12.0
+    # A load that added nothing finishes when it is looked at, not before it ran.
+    watch.expect(acked=0, failed_requests=0)
+    assert watch.done_at(0, now=20.0) == 20.0
 
 
 def test_after_a_failed_request_the_count_must_also_settle() -> None:

@@ -10,9 +10,11 @@
 4. single-identify requests (16 clients);
 5. worker drain: the workers stopped, a backlog produced, the workers started
    again with the edge idle;
-6. steady load at half the end-to-end rate for the soak: end-to-end latency from
-   the workers' histogram, and the workers' memory at its start and end;
-7. optionally, py-spy profiles of the edge and the workers under load.
+6. steady load at half the end-to-end rate: end-to-end latency from the workers'
+   histogram;
+7. the soak: steady load for longer (at most ``BUNDLED_SOAK_RATE`` with the
+   bundled broker), sampling the workers' memory;
+8. optionally, py-spy profiles of the edge and the workers under load.
 
 Load comes from ``traitstream.bench.load`` in a separate process.
 """
@@ -45,7 +47,7 @@ POPULATION = 100_000
 WARM_UP = 20_000
 BUNDLED_SOAK_RATE = 2_000.0
 """The soak's highest rate on the bundled broker: its 10-minute log stays near 1.2
-million records, which it serves while keeping up (see ``Bench.soak_rate``)."""
+million records (see ``Bench.soak_rate``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,9 +341,9 @@ class Bench:
     def soak_rate(self) -> float:
         """The soak's rate: as asked, else half the end-to-end rate, at most
         ``BUNDLED_SOAK_RATE`` with the bundled broker. That broker keeps every record
-        in memory and serves a partition more slowly the longer its log: soaking at
-        7,200/s (4.3 million records in 10 minutes) its CPU per record went from 42
-        to 172 µs, it fell behind, and the workers' memory measured their growing
+        in memory and serves a partition more slowly the longer its log: a soak that
+        sent 5,600/s (3.4 million records in 10 minutes) took its CPU per record from
+        42 to 172 µs, it fell behind, and the workers' memory measured their growing
         fetch queues rather than the workers."""
         if self.o.soak_rate is not None:
             return self.o.soak_rate

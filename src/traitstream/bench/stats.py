@@ -112,9 +112,11 @@ class AppliedWatch:
     _changed_at: float = 0.0
 
     def expect(self, acked: int, failed_requests: int) -> None:
-        """Count a load's acknowledged identifies and failed requests."""
+        """Count a load's acknowledged identifies and failed requests. The next look
+        starts the clock again, so a finish is never dated before the load."""
         self.acked += acked
         self.failed_requests += failed_requests
+        self._seen = -1
 
     def reset(self) -> None:
         """A fresh topic: nothing expected yet."""

@@ -143,7 +143,7 @@ class Worker:
         takes an advisory lock per user and anonymous id (two per identify for most
         SDKs' traffic), and a full table fails every batch that asks for more. A table
         too small for even one batch would fail it forever: the batch size comes down
-        to a quarter of the table."""
+        so that a batch takes at most half the table."""
         try:
             capacity = self._store.lock_capacity()
         except TransientError as exc:
