@@ -42,7 +42,7 @@ def test_a_table_that_fits_batches_keeps_the_batch_size(caplog: pytest.LogCaptur
     worker = _worker(7_808)
     worker._check_lock_table()
     assert worker._batch_size == 2000
-    assert "fits the batches of about 1 workers" in caplog.text
+    assert "fits the batches of about 1 worker(s)" in caplog.text
 
 
 def test_a_table_smaller_than_one_batch_brings_the_batch_down(caplog: pytest.LogCaptureFixture) -> None:

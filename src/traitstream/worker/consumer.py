@@ -164,7 +164,7 @@ class Worker:
             )
         else:
             log.info(
-                "PostgreSQL's lock table fits the batches of about %d workers at once; "
+                "PostgreSQL's lock table fits the batches of about %d worker(s) at once; "
                 "raise max_locks_per_transaction to run more",
                 fits,
                 extra=extra,
