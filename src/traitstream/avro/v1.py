@@ -355,16 +355,7 @@ def _id_at(data: bytes, pos: int) -> tuple[str, int]:
 
 
 def _millis_at(data: bytes, pos: int) -> tuple[int, int]:
-    byte = data[pos]  # _long_at, inlined: a timestamp takes six bytes or so
-    pos += 1
-    n = byte & 0x7F
-    shift = 7
-    while byte & 0x80:
-        byte = data[pos]
-        pos += 1
-        n |= (byte & 0x7F) << shift
-        shift += 7
-    value = (n >> 1) ^ -(n & 1)
+    value, pos = _long_at(data, pos)
     if not _MIN_MILLIS <= value <= _MAX_MILLIS:
         raise _NotPlain
     return value, pos
