@@ -143,6 +143,14 @@ SELECT current_setting('max_locks_per_transaction')::int * (
 _uuid_int = attrgetter("int")
 
 
+def _lock_table_full(exc: psycopg.Error) -> bool:
+    """SQLSTATE 53200 is also a server short of memory; the lock table's own error
+    names the setting in its hint."""
+    return isinstance(exc, psycopg.errors.OutOfMemory) and "max_locks_per_transaction" in (
+        exc.diag.message_hint or ""
+    )
+
+
 def _connect(url: str) -> psycopg.Connection[Any]:
     conn = psycopg.connect(url, connect_timeout=5)
     set_json_loads(orjson.loads, conn)
@@ -221,31 +229,26 @@ class ProfileStore:
                 raise RuntimeError("the profile store's connection is inside a transaction")
             with conn.transaction():
                 return self._apply(conn, records, next_offsets, on_rejected)
-        except psycopg.errors.OutOfMemory as exc:
-            # SQLSTATE 53200 is also a server short of memory; the lock table's own
-            # error says so in its hint.
-            if "max_locks_per_transaction" not in (exc.diag.message_hint or ""):
-                self.close()
-                raise TransientError(f"postgres: {exc}", source="postgres") from exc
-            # The shared lock table, which every worker's batch fills with one advisory
-            # lock per user and anonymous id. The batch was rolled back and the
-            # connection is fine; it succeeds once other transactions let go of
-            # theirs, but the server needs a larger table.
-            names = len(lock_names(r.event for r in records))
-            raise TransientError(
-                f"postgres: {exc.diag.message_primary or exc} while taking this batch's {names} "
-                "advisory locks: PostgreSQL's lock table is full. It holds about "
-                "max_locks_per_transaction x max_connections locks and each worker takes one "
-                "per user and anonymous id of its batch: raise max_locks_per_transaction "
-                "(docs/operations.md, 'Scaling workers')",
-                source="postgres",
-            ) from exc
         except (
             psycopg.OperationalError,
             psycopg.errors.DeadlockDetected,
             psycopg.errors.SerializationFailure,
             psycopg.InterfaceError,
         ) as exc:
+            if _lock_table_full(exc):
+                # Every worker's batch fills the shared lock table with one advisory
+                # lock per user and anonymous id. The batch was rolled back and the
+                # connection is fine; it succeeds once other transactions let go of
+                # theirs, but the server needs a larger table.
+                names = len(lock_names(r.event for r in records))
+                raise TransientError(
+                    f"postgres: {exc.diag.message_primary or exc} while taking this batch's {names} "
+                    "advisory locks: PostgreSQL's lock table is full. It holds about "
+                    "max_locks_per_transaction x max_connections locks and each worker takes one "
+                    "per user and anonymous id of its batch: raise max_locks_per_transaction "
+                    "(docs/operations.md, 'Scaling workers')",
+                    source="postgres",
+                ) from exc
             self.close()
             raise TransientError(f"postgres: {exc}", source="postgres") from exc
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
