@@ -7,7 +7,8 @@
    applied in PostgreSQL;
 3. batched ingestion: the same load with the workers stopped, which measures
    what the edge tier acknowledges when it has the machine (with the broker);
-4. single-identify requests (16 clients);
+4. single-identify requests (16 clients), with the workers stopped (the edge
+   tier's capacity), then with them applying on the same cores;
 5. worker drain: the workers stopped, a backlog produced, the workers started
    again with the edge idle;
 6. steady load at half the end-to-end rate: end-to-end latency from the workers'
@@ -269,20 +270,33 @@ class Bench:
         self.warm_up()  # and waits until they apply, so the next phase has them
 
     def single(self) -> None:
-        _say("single-identify requests: 16 clients")
+        """Single-identify requests, measured twice. First the edge tier's capacity,
+        with the workers stopped as for batched ingestion (in production they run on
+        machines of their own); then again on a fresh topic with the workers applying
+        on the same two cores, as end to end."""
+        _say("single-identify requests: 16 clients, the workers stopped")
+        self.stack.stop_workers()
+        self.figures["single_identify_edge"] = self._single_load("single_edge", seed=32)
+        self._rotate_topic()  # starts the workers again
+        self.warm_up()
+        _say("single-identify requests: 16 clients, the workers applying meanwhile")
+        self.figures["single_identify"] = self._single_load("single", seed=31)
+        self._wait_applied(max(120.0, self.o.phase_s * 20))
+
+    def _single_load(self, label: str, seed: int) -> dict[str, Any]:
         self.meter.start(self._groups())
         result = self._run_load(
-            "single",
+            label,
             self.o.phase_s + 120,
             clients=16,
             batch=1,
             duration_s=self.o.phase_s,
             bodies=4096,
-            seed=31,
+            seed=seed,
         )
-        self.cpu["single"] = self.meter.stop(self._groups()) | {"load": round(result.cpu_s, 2)}
+        self.cpu[label] = self.meter.stop(self._groups()) | {"load": round(result.cpu_s, 2)}
         rps = stats.rate(result.requests, result.seconds)
-        self.figures["single_identify"] = {
+        return {
             "requests_per_s": rps,
             "requests": result.requests,
             "errors": result.errors,
@@ -292,7 +306,6 @@ class Bench:
             "bound_by": "broker_produce",
             "ratio": stats.ratio(rps, self.limits["broker_produce"].rate),
         }
-        self._wait_applied(max(120.0, self.o.phase_s * 20))
 
     def drain(self) -> None:
         _say(f"worker drain: {self.o.backlog:,} identifies queued with the workers stopped")
