@@ -98,6 +98,9 @@ def test_broker_outage_answers_503_then_resumes_without_restarting_the_edge(
     assert dead_letter_count(stack) == 0
     assert worker.alive(), "the worker exited during the outage"
     assert log_events(worker, "the broker cannot be reached")
+    # The new broker did not know the edge's producer id, which turns an idempotent
+    # producer fatal: the edge carried on with a new one, in the same process.
+    assert log_events(stack.edge, "replaced the fatal Kafka producer with a new one")
     # What was applied before the outage is still there, once; the refused call is not.
     assert_exactly_once(stack, before)
     assert stack.profile(refused_user) is None

@@ -1,16 +1,19 @@
-"""KafkaPublisher's delivery reports, served by an event-loop timer, with a fake
-producer standing in for librdkafka (no broker: this is the pure scheduling logic)."""
+"""KafkaPublisher's delivery reports, served by an event-loop timer, and
+RenewableProducer's replacement of a fatal producer, with fakes standing in for
+librdkafka (no broker: this is the pure scheduling logic)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import Any, ClassVar
 from unittest.mock import patch
 
 import pytest
+from confluent_kafka import KafkaError
 
 from traitstream.avro.schemas import LocalSchemas
-from traitstream.edge.publisher import KafkaPublisher
+from traitstream.edge.publisher import KafkaPublisher, RenewableProducer
 from traitstream.errors import Unavailable
 from traitstream.events import IdentifyEvent, Op, Operation
 from traitstream.metrics import EdgeMetrics
@@ -95,3 +98,60 @@ def test_serving_starts_and_stops_with_the_app() -> None:
         assert fake.waiting  # nobody polls once stopped
 
     asyncio.run(run())
+
+
+# --- RenewableProducer: replacing a producer that turned fatal ---------------------------
+
+
+class FatalProneProducer:
+    """Stands in for librdkafka's Producer: keeps its records until purged, and its
+    flush takes a while, as a real one waits for the reports it serves."""
+
+    made: ClassVar[list[FatalProneProducer]] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.error_cb = config["error_cb"]
+        self.held: list[Any] = []
+        self.purged = False
+        FatalProneProducer.made.append(self)
+
+    def produce(self, topic: str, value: bytes, key: bytes, headers: Any, on_delivery: Any) -> None:
+        self.held.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def purge(self, in_queue: bool, in_flight: bool) -> None:
+        self.purged = True
+
+    def flush(self, timeout: float) -> int:
+        time.sleep(0.3)
+        held, self.held = self.held, []
+        for report in held:
+            report(KafkaError(KafkaError._PURGE_INFLIGHT), None)
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+
+def test_a_fatal_producer_is_replaced_without_stalling_the_caller() -> None:
+    FatalProneProducer.made.clear()
+    reports: list[KafkaError | None] = []
+    with patch("traitstream.edge.publisher.Producer", FatalProneProducer):
+        producer = RenewableProducer("unused:9092", 1.0)
+        producer.produce("identify", b"v", b"k", lambda error, _m: reports.append(error))
+        old = FatalProneProducer.made[0]
+        old.error_cb(KafkaError(KafkaError._FATAL, "producer id unknown", fatal=True))
+        assert not producer.healthy
+
+        started = time.monotonic()
+        producer.poll(0)  # the edge's event loop calls this every millisecond
+        assert time.monotonic() - started < 0.2  # the old producer's slow flush runs elsewhere
+        assert producer.healthy and producer.renewals == 1
+        assert len(FatalProneProducer.made) == 2
+
+        # flush waits for the old producer too: its record is failed, never lost silently.
+        assert producer.flush(5) == 0
+    assert old.purged
+    assert [e.code() for e in reports if e is not None] == [KafkaError._PURGE_INFLIGHT]

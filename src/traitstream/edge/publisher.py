@@ -137,10 +137,12 @@ class RenewableProducer:
     An idempotent producer turns fatal when the broker no longer knows its producer
     id (a broker that restarted without its state, a producer id that expired): from
     then on librdkafka refuses every record, forever. This wrapper notices (the
-    ``error_cb``), purges what the old producer still held, so each of those records
-    gets a failed delivery report (its fate is unknown: callers report it as not
-    acknowledged and clients retry with the same dedupe key), and carries on with a
-    new producer and a new producer id. Acknowledged records are never affected.
+    ``error_cb``), carries on at once with a new producer and a new producer id, and
+    purges what the old one still held on a thread of its own (an event loop that
+    notices does not wait for it), so each of those records gets a failed delivery
+    report: its fate is unknown, callers report it as not acknowledged and clients
+    retry with the same dedupe key. ``flush`` waits for that purge too.
+    Acknowledged records are never affected.
 
     ``produce`` may be called from one thread while ``poll`` runs in another.
     ``produce`` raises ``BufferError`` or ``KafkaException`` like librdkafka's.
@@ -151,6 +153,8 @@ class RenewableProducer:
         self._lock = threading.Lock()
         self._current = _Generation(self._config)
         self.renewals = 0
+        self._retiring: threading.Thread | None = None
+        """The thread failing the records of the last replaced producer, if any."""
 
     @property
     def healthy(self) -> bool:
@@ -192,6 +196,9 @@ class RenewableProducer:
             log.warning("kafka producer flush: %s", exc)
             left = len(current.producer)
         self.renew_if_fatal()
+        retiring = self._retiring
+        if retiring is not None:
+            retiring.join(timeout)  # the replaced producer's records are failed too
         return left
 
     def list_topics(self, topic: str, timeout: float) -> Any:
@@ -207,14 +214,23 @@ class RenewableProducer:
                 return
             self._current = _Generation(self._config)
             self.renewals += 1
-        # Fail what the old producer still holds: each record's callback hears
-        # _PURGE_QUEUE or _PURGE_INFLIGHT, so nobody waits for a report that never comes.
-        try:
-            old.producer.purge(in_queue=True, in_flight=True)
-            old.producer.flush(1.0)
-        except KafkaException as exc:
-            log.warning("purging the replaced producer: %s", exc)
         log.info("replaced the fatal Kafka producer with a new one", extra={"renewals": self.renewals})
+        # The caller may be the edge's event loop: retiring the old producer waits
+        # for its reports, so it happens on a thread of its own.
+        retiring = threading.Thread(target=_retire, args=(old,), name="retire-producer", daemon=True)
+        retiring.start()
+        self._retiring = retiring
+
+
+def _retire(old: _Generation) -> None:
+    """Fail what a fatal producer still holds: each record's callback hears
+    _PURGE_QUEUE or _PURGE_INFLIGHT (on this thread; ``_Pending`` hands it to its
+    loop), so nobody waits for a report that never comes."""
+    try:
+        old.producer.purge(in_queue=True, in_flight=True)
+        old.producer.flush(1.0)
+    except KafkaException as exc:
+        log.warning("purging the replaced producer: %s", exc)
 
 
 class KafkaPublisher:
