@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import orjson
@@ -117,6 +118,31 @@ def test_bad_input_is_400_and_limits_413(stack: Stack) -> None:
     assert typed.status_code == 400 and "traits.age" in typed.json()["message"]
     big = stack.post("/api/identify", [{"user_id": "x"}] * 2001)
     assert big.status_code == 413 and "2000" in big.json()["message"]
+
+
+def test_an_oversized_body_is_refused_while_it_arrives(stack: Stack) -> None:
+    # 200 MB, declared up front and then sent without a length (chunked): both are
+    # refused in Thrivestack's shape, and the connection serves the next call.
+    headers = stack.headers() | {"Content-Type": "application/json"}
+
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(3_200):
+            yield b" " * 65_536
+        yield b"]"
+
+    with httpx.Client(base_url=stack.url, headers=headers, timeout=60) as client:
+        declared = client.post("/api/identify", content=b"[" + b" " * 200 * 2**20 + b"]")
+        assert declared.status_code == 413
+        assert (
+            declared.json()["message"] == "request body is 209715202 bytes; the limit is 1000000 bytes (1 MB)"
+        )
+        streamed = client.post("/api/identify", content=chunks())
+        assert streamed.status_code == 413 and streamed.json()["success"] is False
+        assert "request body is over 1000000 bytes" in streamed.json()["message"]
+        assert streamed.headers["X-Response-Id"] == streamed.json()["response_id"]
+        after = client.post("/api/identify", json={"user_id": f"cap-{uuid.uuid4().hex[:6]}"})
+        assert after.status_code == 200
 
 
 def test_profile_read_404_and_metrics(stack: Stack) -> None:

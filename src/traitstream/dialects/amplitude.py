@@ -25,13 +25,14 @@ from traitstream.dialects.common import (
     MAX_EVENT_BYTES,
     Envelope,
     as_items,
+    body_too_large,
     check_value,
     epoch_ms,
     load_json,
     optional_id,
     type_name,
 )
-from traitstream.errors import InvalidRequest, LimitExceeded
+from traitstream.errors import InvalidRequest
 from traitstream.events import JSON, IdentifyEvent, Op, Operation
 
 DIALECT = "amplitude"
@@ -117,7 +118,7 @@ def read_fields(body: bytes, content_type: str | None) -> dict[str, JSON]:
     """The Identify API's fields from a JSON object body or a form-encoded one.
     Without a telling content type, a body that starts like JSON is read as JSON."""
     if len(body) > MAX_BODY_BYTES:
-        raise LimitExceeded(f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MB)")
+        raise body_too_large(len(body))
     kind = media_type(content_type)
     looks_json = body.lstrip()[:1] in (b"{", b"[")
     if kind == "application/json" or (kind not in _FORM_TYPES and looks_json):

@@ -33,9 +33,14 @@ class Envelope:
     received_time_ms: int
 
 
+def body_too_large(size: int | str) -> LimitExceeded:
+    """The refusal of a request body over ``MAX_BODY_BYTES``; ``size`` as known."""
+    return LimitExceeded(f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MB)")
+
+
 def load_json(body: bytes) -> JSON:
     if len(body) > MAX_BODY_BYTES:
-        raise LimitExceeded(f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MB)")
+        raise body_too_large(len(body))
     if not body.strip():
         raise InvalidRequest("request body is empty; expected JSON")
     try:

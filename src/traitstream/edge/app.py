@@ -21,11 +21,12 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from traitstream import __version__
 from traitstream.avro.schemas import LocalSchemas, RegistrySchemas, SchemaSource
 from traitstream.config import CommonSettings, EdgeSettings
+from traitstream.dialects.common import MAX_BODY_BYTES, body_too_large
 from traitstream.edge.auth import Authenticator
 from traitstream.edge.context import EdgeContext, json_response
 from traitstream.edge.publisher import KafkaPublisher
@@ -185,10 +186,43 @@ class DirectRoutes:
         if scope["type"] == "http":
             endpoint = self._endpoints.get((scope["method"], scope["path"]))
             if endpoint is not None:
-                response = await endpoint(Request(scope, receive))
+                response = await endpoint(Request(scope, capped_receive(scope, receive)))
                 await response(scope, receive, send)
                 return
         await self._app(scope, receive, send)
+
+
+def capped_receive(scope: Scope, receive: Receive) -> Receive:
+    """``receive`` for an identify route. No dialect takes a body over
+    ``MAX_BODY_BYTES``, so a larger one is refused as soon as its declared length or the bytes
+    received so far say so, instead of being held in memory whole first: reading
+    raises ``LimitExceeded``, which the route answers 413 in its dialect's shape.
+    The server reads and drops the rest of such a body."""
+    declared = _content_length(scope)
+    received = 0
+
+    async def receive_capped() -> Message:
+        nonlocal received
+        if declared is not None and declared > MAX_BODY_BYTES:
+            raise body_too_large(declared)
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise body_too_large(f"over {MAX_BODY_BYTES}")
+        return message
+
+    return receive_capped
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:

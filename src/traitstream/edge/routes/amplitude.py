@@ -15,10 +15,10 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from traitstream.dialects import amplitude
-from traitstream.dialects.common import MAX_BODY_BYTES
+from traitstream.dialects.common import MAX_BODY_BYTES, body_too_large
 from traitstream.edge.auth import IDENTIFY_SCOPES, require_scope
 from traitstream.edge.context import EdgeContext, json_response
-from traitstream.errors import InvalidRequest, LimitExceeded, RequestError
+from traitstream.errors import InvalidRequest, RequestError
 from traitstream.events import JSON
 from traitstream.store.keys import ApiKey
 
@@ -104,7 +104,7 @@ def router(ctx: EdgeContext) -> APIRouter:
 async def _multipart(request: Request, size: int) -> dict[str, JSON]:
     """Form fields of a ``multipart/form-data`` body (as some HTTP tools send forms)."""
     if size > MAX_BODY_BYTES:
-        raise LimitExceeded(f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MB)")
+        raise body_too_large(size)
     try:
         form = await request.form(max_files=0, max_fields=100)
     except MultiPartException as exc:
