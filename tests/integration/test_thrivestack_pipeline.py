@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -121,28 +122,43 @@ def test_bad_input_is_400_and_limits_413(stack: Stack) -> None:
 
 
 def test_an_oversized_body_is_refused_while_it_arrives(stack: Stack) -> None:
-    # 200 MB, declared up front and then sent without a length (chunked): both are
-    # refused in Thrivestack's shape, and the connection serves the next call.
+    # 3 MB sent without a length (chunked) is refused once 1 MB has arrived, in
+    # Thrivestack's shape, and the connection serves the next call.
     headers = stack.headers() | {"Content-Type": "application/json"}
 
     def chunks() -> Iterator[bytes]:
         yield b"["
-        for _ in range(3_200):
+        for _ in range(48):
             yield b" " * 65_536
         yield b"]"
 
     with httpx.Client(base_url=stack.url, headers=headers, timeout=60) as client:
-        declared = client.post("/api/identify", content=b"[" + b" " * 200 * 2**20 + b"]")
-        assert declared.status_code == 413
-        assert (
-            declared.json()["message"] == "request body is 209715202 bytes; the limit is 1000000 bytes (1 MB)"
-        )
         streamed = client.post("/api/identify", content=chunks())
         assert streamed.status_code == 413 and streamed.json()["success"] is False
-        assert "request body is over 1000000 bytes" in streamed.json()["message"]
+        assert streamed.json()["message"] == "request body exceeds the limit of 1000000 bytes (1 MB)"
         assert streamed.headers["X-Response-Id"] == streamed.json()["response_id"]
         after = client.post("/api/identify", json={"user_id": f"cap-{uuid.uuid4().hex[:6]}"})
         assert after.status_code == 200
+
+
+def test_a_client_expecting_100_continue_is_refused_before_it_sends(stack: Stack) -> None:
+    # The declared length is enough: the 413 comes before any of the body, and says
+    # the connection ends, so the client neither sends it nor reuses the connection.
+    host, port = stack.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /api/identify HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {stack.api_key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(head.encode())
+        answer = b""
+        while chunk := conn.recv(65_536):  # until the edge closes the connection
+            answer += chunk
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 413 Request Entity Too Large"
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"connection: close" in headers.lower()
+    assert orjson.loads(body)["message"] == "request body is 5000000 bytes; the limit is 1000000 bytes (1 MB)"
 
 
 def test_profile_read_404_and_metrics(stack: Stack) -> None:

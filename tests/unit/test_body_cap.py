@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from traitstream.dialects.common import MAX_BODY_BYTES
-from traitstream.edge.app import capped_receive
+from traitstream.edge.app import CappedReceive
 from traitstream.errors import LimitExceeded
 
 
@@ -51,28 +51,30 @@ CHUNK = 400_000  # three of them pass MAX_BODY_BYTES
 
 def test_a_body_of_exactly_the_limit_passes_unchanged() -> None:
     chunks = (b"a" * CHUNK, b"b" * CHUNK, b"c" * (MAX_BODY_BYTES - 2 * CHUNK))
-    messages = asyncio.run(read_all(capped_receive(scope(MAX_BODY_BYTES), Chunks(*chunks))))
+    messages = asyncio.run(read_all(CappedReceive(scope(MAX_BODY_BYTES), Chunks(*chunks))))
     assert b"".join(m["body"] for m in messages) == b"".join(chunks)
     assert [m["more_body"] for m in messages] == [True, True, False]
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
     inner = Chunks(b"x" * CHUNK)
+    capped = CappedReceive(scope(MAX_BODY_BYTES + 1), inner)
     with pytest.raises(LimitExceeded, match="request body is 1000001 bytes; the limit is 1000000 bytes"):
-        asyncio.run(read_all(capped_receive(scope(MAX_BODY_BYTES + 1), inner)))
-    assert inner.calls == 0
+        asyncio.run(read_all(capped))
+    assert inner.calls == 0 and capped.refused_unread
 
 
 def test_an_undeclared_body_is_refused_once_past_the_limit() -> None:
     # Chunked transfer: no length up front, so the count of what arrived decides.
     inner = Chunks(*(b"x" * CHUNK for _ in range(4)))
-    with pytest.raises(LimitExceeded, match="request body is over 1000000 bytes"):
-        asyncio.run(read_all(capped_receive(scope(), inner)))
+    capped = CappedReceive(scope(), inner)
+    with pytest.raises(LimitExceeded, match="request body exceeds the limit of 1000000 bytes"):
+        asyncio.run(read_all(capped))
     assert inner.calls == 3  # the fourth chunk is never asked for
+    assert not capped.refused_unread  # some of it was read
 
 
 def test_a_disconnect_is_handed_on() -> None:
     inner = Chunks()
-    inner.messages.clear()
-    message = asyncio.run(capped_receive(scope(), inner)())
+    message = asyncio.run(CappedReceive(scope(), inner)())
     assert message == {"type": "http.disconnect"}

@@ -5,6 +5,7 @@ librdkafka (no broker: this is the pure scheduling logic)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any, ClassVar
 from unittest.mock import patch
@@ -104,8 +105,9 @@ def test_serving_starts_and_stops_with_the_app() -> None:
 
 
 class FatalProneProducer:
-    """Stands in for librdkafka's Producer: keeps its records until purged, and its
-    flush takes a while, as a real one waits for the reports it serves."""
+    """Stands in for librdkafka's Producer: keeps its records until flushed, when
+    it fails them as purged, and its flush waits until ``release`` is set, as a real
+    one waits for the reports it serves."""
 
     made: ClassVar[list[FatalProneProducer]] = []
 
@@ -113,6 +115,7 @@ class FatalProneProducer:
         self.error_cb = config["error_cb"]
         self.held: list[Any] = []
         self.purged = False
+        self.release = threading.Event()
         FatalProneProducer.made.append(self)
 
     def produce(self, topic: str, value: bytes, key: bytes, headers: Any, on_delivery: Any) -> None:
@@ -125,33 +128,40 @@ class FatalProneProducer:
         self.purged = True
 
     def flush(self, timeout: float) -> int:
-        time.sleep(0.3)
+        self.release.wait(timeout)
         held, self.held = self.held, []
         for report in held:
             report(KafkaError(KafkaError._PURGE_INFLIGHT), None)
-        return 0
+        return len(self.held)
 
     def __len__(self) -> int:
         return len(self.held)
 
+    def turn_fatal(self) -> None:
+        self.error_cb(KafkaError(KafkaError._FATAL, "producer id unknown", fatal=True))
+
 
 def test_a_fatal_producer_is_replaced_without_stalling_the_caller() -> None:
     FatalProneProducer.made.clear()
-    reports: list[KafkaError | None] = []
+    reports: list[int] = []
     with patch("traitstream.edge.publisher.Producer", FatalProneProducer):
         producer = RenewableProducer("unused:9092", 1.0)
-        producer.produce("identify", b"v", b"k", lambda error, _m: reports.append(error))
-        old = FatalProneProducer.made[0]
-        old.error_cb(KafkaError(KafkaError._FATAL, "producer id unknown", fatal=True))
-        assert not producer.healthy
+        for n in (1, 2):  # two replacements, the first not yet retired
+            producer.produce("identify", b"v", b"k", lambda error, _m, n=n: reports.append(n))
+            FatalProneProducer.made[-1].turn_fatal()
+            assert not producer.healthy
+            started = time.monotonic()
+            producer.poll(0)  # the edge's event loop calls this every millisecond
+            assert time.monotonic() - started < 0.5  # the old producer's flush waits elsewhere
+            assert producer.healthy and producer.renewals == n
+        first, second, current = FatalProneProducer.made
+        assert reports == []
 
-        started = time.monotonic()
-        producer.poll(0)  # the edge's event loop calls this every millisecond
-        assert time.monotonic() - started < 0.2  # the old producer's slow flush runs elsewhere
-        assert producer.healthy and producer.renewals == 1
-        assert len(FatalProneProducer.made) == 2
-
-        # flush waits for the old producer too: its record is failed, never lost silently.
+        # flush waits for the replaced producers as well: their records are failed,
+        # each with a report, before it returns.
+        current.release.set()
+        threading.Timer(0.2, first.release.set).start()
+        threading.Timer(0.3, second.release.set).start()
         assert producer.flush(5) == 0
-    assert old.purged
-    assert [e.code() for e in reports if e is not None] == [KafkaError._PURGE_INFLIGHT]
+        assert sorted(reports) == [1, 2]
+        assert first.purged and second.purged and not current.purged

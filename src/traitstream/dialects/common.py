@@ -33,8 +33,10 @@ class Envelope:
     received_time_ms: int
 
 
-def body_too_large(size: int | str) -> LimitExceeded:
-    """The refusal of a request body over ``MAX_BODY_BYTES``; ``size`` as known."""
+def body_too_large(size: int | None) -> LimitExceeded:
+    """The refusal of a request body over ``MAX_BODY_BYTES``; ``size`` if known."""
+    if size is None:
+        return LimitExceeded(f"request body exceeds the limit of {MAX_BODY_BYTES} bytes (1 MB)")
     return LimitExceeded(f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (1 MB)")
 
 

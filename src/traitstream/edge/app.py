@@ -186,43 +186,57 @@ class DirectRoutes:
         if scope["type"] == "http":
             endpoint = self._endpoints.get((scope["method"], scope["path"]))
             if endpoint is not None:
-                response = await endpoint(Request(scope, capped_receive(scope, receive)))
+                capped = CappedReceive(scope, receive)
+                response = await endpoint(Request(scope, capped))
+                if capped.refused_unread and (_header(scope, b"expect") or b"").lower() == b"100-continue":
+                    # The client waits to send the body (RFC 9110, 10.1.1): say that
+                    # the connection ends here, rather than leave it out of step.
+                    response.headers["Connection"] = "close"
                 await response(scope, receive, send)
                 return
         await self._app(scope, receive, send)
 
 
-def capped_receive(scope: Scope, receive: Receive) -> Receive:
+class CappedReceive:
     """``receive`` for an identify route. No dialect takes a body over
-    ``MAX_BODY_BYTES``, so a larger one is refused as soon as its declared length or the bytes
-    received so far say so, instead of being held in memory whole first: reading
-    raises ``LimitExceeded``, which the route answers 413 in its dialect's shape.
-    The server reads and drops the rest of such a body."""
-    declared = _content_length(scope)
-    received = 0
+    ``MAX_BODY_BYTES``, so a larger one is refused as soon as its declared length
+    or the bytes received so far say so, instead of being held in memory whole
+    first: reading raises ``LimitExceeded``, which the route answers 413 in its
+    dialect's shape. The server reads and drops the rest of such a body."""
 
-    async def receive_capped() -> Message:
-        nonlocal received
-        if declared is not None and declared > MAX_BODY_BYTES:
-            raise body_too_large(declared)
-        message = await receive()
+    __slots__ = ("_declared", "_receive", "_received", "refused_unread")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self._receive = receive
+        self._declared = _content_length(scope)
+        self._received = 0
+        self.refused_unread = False
+        """Refused from the declared length, before any of the body was read."""
+
+    async def __call__(self) -> Message:
+        if self._declared is not None and self._declared > MAX_BODY_BYTES:
+            self.refused_unread = True
+            raise body_too_large(self._declared)
+        message = await self._receive()
         if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise body_too_large(f"over {MAX_BODY_BYTES}")
+            self._received += len(message.get("body", b""))
+            if self._received > MAX_BODY_BYTES:
+                raise body_too_large(None)
         return message
 
-    return receive_capped
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    try:
+        return int(_header(scope, b"content-length") or b"")
+    except ValueError:
+        return None
 
 
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:

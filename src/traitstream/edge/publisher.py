@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -111,24 +112,29 @@ class _Generation:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.fatal = threading.Event()
-        self.producer = Producer(config | {"error_cb": self.on_error})
-
-    def on_error(self, error: KafkaError) -> None:
-        if error.fatal() or error.code() == KafkaError._FATAL:
-            if not self.fatal.is_set():
-                log.error("the Kafka producer hit a fatal error and will be replaced: %s", error.str())
-            self.fatal.set()
-        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
-            log.warning("kafka producer: %s", error.str())
-        else:
-            # Single connection failures and the like: librdkafka retries them itself.
-            log.debug("kafka producer: %s", error.str())
+        # The callback holds the event, not this generation: with no reference
+        # cycle, a replaced producer is destroyed as soon as its last user lets go
+        # of it, not by the cycle collector on whatever thread it happens to run.
+        self.producer = Producer(config | {"error_cb": partial(_heard, self.fatal)})
 
     def raised(self, exc: KafkaException) -> None:
         """librdkafka raises fatal errors from poll, flush and produce."""
         error = exc.args[0] if exc.args else None
         if isinstance(error, KafkaError):
-            self.on_error(error)
+            _heard(self.fatal, error)
+
+
+def _heard(fatal: threading.Event, error: KafkaError) -> None:
+    """A producer's error: a fatal one sets ``fatal``, the rest are logged."""
+    if error.fatal() or error.code() == KafkaError._FATAL:
+        if not fatal.is_set():
+            log.error("the Kafka producer hit a fatal error and will be replaced: %s", error.str())
+        fatal.set()
+    elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+        log.warning("kafka producer: %s", error.str())
+    else:
+        # Single connection failures and the like: librdkafka retries them itself.
+        log.debug("kafka producer: %s", error.str())
 
 
 class RenewableProducer:
@@ -146,6 +152,8 @@ class RenewableProducer:
 
     ``produce`` may be called from one thread while ``poll`` runs in another.
     ``produce`` raises ``BufferError`` or ``KafkaException`` like librdkafka's.
+    Delivery callbacks run on the thread that polls or flushes, or on the thread
+    that retires a replaced producer, so they must be safe to call from any thread.
     """
 
     def __init__(self, bootstrap: str, timeout_s: float, linger_ms: float = DEFAULT_LINGER_MS) -> None:
@@ -153,8 +161,8 @@ class RenewableProducer:
         self._lock = threading.Lock()
         self._current = _Generation(self._config)
         self.renewals = 0
-        self._retiring: threading.Thread | None = None
-        """The thread failing the records of the last replaced producer, if any."""
+        self._retiring: list[threading.Thread] = []
+        """Threads failing the records of replaced producers (finished ones are dropped)."""
 
     @property
     def healthy(self) -> bool:
@@ -187,7 +195,10 @@ class RenewableProducer:
         self.renew_if_fatal()
 
     def flush(self, timeout: float) -> int:
-        """Wait for every record to be acknowledged or failed; the number left."""
+        """Wait, at most ``timeout`` seconds in all, for every record to be
+        acknowledged or failed, a replaced producer's too. Returns the number the
+        current producer has left (a replaced producer's records are all failed)."""
+        deadline = time.monotonic() + timeout
         current = self._current
         try:
             left = int(current.producer.flush(timeout))
@@ -196,9 +207,12 @@ class RenewableProducer:
             log.warning("kafka producer flush: %s", exc)
             left = len(current.producer)
         self.renew_if_fatal()
-        retiring = self._retiring
-        if retiring is not None:
-            retiring.join(timeout)  # the replaced producer's records are failed too
+        with self._lock:
+            retiring = list(self._retiring)
+        for thread in retiring:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._retiring = [t for t in self._retiring if t.is_alive()]
         return left
 
     def list_topics(self, topic: str, timeout: float) -> Any:
@@ -214,18 +228,19 @@ class RenewableProducer:
                 return
             self._current = _Generation(self._config)
             self.renewals += 1
-        log.info("replaced the fatal Kafka producer with a new one", extra={"renewals": self.renewals})
-        # The caller may be the edge's event loop: retiring the old producer waits
-        # for its reports, so it happens on a thread of its own.
-        retiring = threading.Thread(target=_retire, args=(old,), name="retire-producer", daemon=True)
+            # The caller may be the edge's event loop: retiring the old producer
+            # waits for its reports, so it happens on a thread of its own.
+            retiring = threading.Thread(target=_retire, args=(old,), name="retire-producer", daemon=True)
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [retiring]
         retiring.start()
-        self._retiring = retiring
+        log.info("replaced the fatal Kafka producer with a new one", extra={"renewals": self.renewals})
 
 
 def _retire(old: _Generation) -> None:
     """Fail what a fatal producer still holds: each record's callback hears
     _PURGE_QUEUE or _PURGE_INFLIGHT (on this thread; ``_Pending`` hands it to its
-    loop), so nobody waits for a report that never comes."""
+    loop), so nobody waits for a report that never comes. The producer is usually
+    destroyed on this thread too, when it lets go of ``old``."""
     try:
         old.producer.purge(in_queue=True, in_flight=True)
         old.producer.flush(1.0)
