@@ -228,7 +228,7 @@ def chart(results: dict[str, Any], path: Path, *, small: bool = False) -> bool:
         left.annotate("target", (goals[0][0] + 0.42, goals[0][1]), color="#c0392b", fontsize=6, va="center")
     single = f.get("single_identify", {}).get("latency_ms", {})
     steady = f.get("steady", {}).get("e2e_latency_s", {})
-    labels = ["single\np50", "single\np99", "e2e\np50", "e2e\np99"]
+    labels = ["single p50\n(workers\nrunning)", "single p99\n(workers\nrunning)", "e2e\np50", "e2e\np99"]
     values = [
         single.get("p50"),
         single.get("p99"),
