@@ -231,8 +231,8 @@ class RenewableProducer:
             # The caller may be the edge's event loop: retiring the old producer
             # waits for its reports, so it happens on a thread of its own.
             retiring = threading.Thread(target=_retire, args=(old,), name="retire-producer", daemon=True)
+            retiring.start()  # before flush can see it: an unstarted thread cannot be joined
             self._retiring = [t for t in self._retiring if t.is_alive()] + [retiring]
-        retiring.start()
         log.info("replaced the fatal Kafka producer with a new one", extra={"renewals": self.renewals})
 
 
@@ -244,7 +244,7 @@ def _retire(old: _Generation) -> None:
     try:
         old.producer.purge(in_queue=True, in_flight=True)
         old.producer.flush(1.0)
-    except KafkaException as exc:
+    except Exception as exc:  # librdkafka's, or a callback's (its loop already closed)
         log.warning("purging the replaced producer: %s", exc)
 
 
