@@ -227,6 +227,3 @@ def from_record(record: dict[str, Any]) -> IdentifyEvent:
         context=context,
         operations=tuple(operations),
     )
-
-
-# --- the v1 schema by hand -----------------------------------------------------------
