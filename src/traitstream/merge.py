@@ -30,10 +30,12 @@ _SET = Op.SET
 """An enum member read from the class costs a descriptor call; the hot loops use this."""
 
 Stamp = list[int | str]
-"""``[event time ms, event id, op index]``. A list, not a tuple, because that is the
-form ``trait_meta`` stores: a loaded profile uses its stamps as parsed and a saved one
-writes them as they are, with no conversion per trait. Lists compare element by
-element like tuples; a stamp is never changed once made."""
+"""``[event time ms, event id, op index]``. A list, not a tuple: lists compare element
+by element like tuples, and loading a stored profile builds each stamp as one list
+from its event's ``[event time ms, event id]``. A stamp is never changed once made."""
+
+Stored = dict[str, Any]
+"""The stamps as stored (column ``profiles.stamps``), written by ``Profile.meta``."""
 
 
 def _is_number(value: JSON) -> bool:
@@ -182,29 +184,59 @@ class Profile:
 
     # --- storage form ------------------------------------------------------------
 
-    def meta(self) -> dict[str, Any]:
-        """The stamps as a JSON object (stored beside ``traits``)."""
-        meta: dict[str, Any] = {"w": self.written, "o": self.once}
+    def meta(self) -> Stored:
+        """The stamps in their stored form. The stamps one identify writes share its
+        event time and id, so each distinct pair is written once, in ``e``, and a
+        trait's stamp is its pair's index there and the operation's position::
+
+            {"e": [[time ms, event id], ...],
+             "w": {trait: [i, position]},   # last set/unset/add/list write
+             "o": {trait: [i, position]},   # filled by set_once
+             "c": [i, position]}            # the last clear_all, when there is one
+
+        A profile written by one identify thus stores its event id once rather than
+        once per trait: about a third of the size."""
+        pairs: dict[tuple[int | str, int | str], int] = {}
+        index = pairs.setdefault  # an existing pair's index, or the next one for a new pair
+        meta: Stored = {
+            "w": {trait: [index((s[0], s[1]), len(pairs)), s[2]] for trait, s in self.written.items()},
+            "o": {trait: [index((s[0], s[1]), len(pairs)), s[2]] for trait, s in self.once.items()},
+        }
         if self.cleared is not None:
-            meta["c"] = self.cleared
+            s = self.cleared
+            meta["c"] = [index((s[0], s[1]), len(pairs)), s[2]]
+        meta["e"] = [list(pair) for pair in pairs]
         return meta
 
     @classmethod
     def from_stored(
         cls,
         traits: dict[str, JSON],
-        meta: dict[str, Any],
+        meta: Stored,
         created_at_ms: int | None,
     ) -> Profile:
-        """The profile of a stored row: ``meta`` is ``meta()``'s form, parsed from JSON.
-        The dicts are copied (the profile changes them); the stamps are used as they are."""
+        """The profile of a stored row: ``meta`` is ``meta()``'s form parsed from JSON,
+        or the earlier form, which wrote every stamp out in full (``"e"`` absent).
+        The traits are copied (the profile changes them)."""
+        written, once, cleared = expand_stamps(meta)
         return cls(
             traits=dict(traits),
-            written=dict(meta.get("w", {})),
-            once=dict(meta.get("o", {})),
-            cleared=meta.get("c"),
+            written=written,
+            once=once,
+            cleared=cleared,
             created_at_ms=created_at_ms,
         )
+
+
+def expand_stamps(meta: Stored) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None]:
+    """The written, set_once and clear_all stamps of a stored ``meta``, in full."""
+    pairs = meta.get("e")
+    if pairs is None:  # every stamp written out
+        return dict(meta.get("w", {})), dict(meta.get("o", {})), meta.get("c")
+    written = {trait: [*pairs[i], position] for trait, (i, position) in meta["w"].items()}
+    once = {trait: [*pairs[i], position] for trait, (i, position) in meta["o"].items()}
+    clear = meta.get("c")
+    return written, once, None if clear is None else [*pairs[clear[0]], clear[1]]
 
 
 def _unique(values: list[JSON]) -> list[JSON]:

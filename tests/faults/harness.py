@@ -34,6 +34,7 @@ from tests.faults.traffic import CounterTraffic, EdgeTraffic
 from tests.support.stack import Proc, Stack, metric_sum, wait_until
 from traitstream.avro import codec
 from traitstream.avro.schemas import LocalSchemas
+from traitstream.merge import expand_stamps
 
 # --- the state of the pipeline ----------------------------------------------------------
 
@@ -156,7 +157,8 @@ def read_topic(bootstrap: str, topic: str, partitions: int, *, decode: bool = Tr
 def stored_profiles(database_url: str, workspace: str, users: list[str]) -> dict[str, tuple[dict, dict]]:
     with psycopg.connect(database_url, connect_timeout=5) as conn:
         rows = conn.execute(
-            "SELECT user_id, traits, trait_meta FROM profiles WHERE workspace_id = %s AND user_id = ANY(%s)",
+            "SELECT user_id, traits, coalesce(stamps, trait_meta) FROM profiles"
+            " WHERE workspace_id = %s AND user_id = ANY(%s)",
             (workspace, users),
         ).fetchall()
     return {user: (traits, meta) for user, traits, meta in rows}
@@ -207,7 +209,7 @@ def assert_exactly_once(
             for key in applied:
                 if copies[key] > 1:
                     outcome.retried_identifies += 1
-                    stamp = meta["w"][key]
+                    stamp = expand_stamps(meta)[0][key]
                     assert stamp[0] == first_copy[key].event_time_ms, (
                         f"identify {key} is in the topic {copies[key]} times and a later copy "
                         f"was applied too (stamp {stamp}, first copy at {first_copy[key].event_time_ms})"

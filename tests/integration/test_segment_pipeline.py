@@ -15,6 +15,7 @@ from segment.analytics import Client
 from segment.analytics.request import APIError
 
 from tests.support.stack import Stack, metric_sum, wait_until
+from traitstream.merge import expand_stamps
 from traitstream.store import keys
 
 
@@ -137,8 +138,8 @@ def test_timestamps_order_writes_and_message_id_dedupes(stack: Stack) -> None:
     profile = stack.wait_profile(user)
     assert profile["traits"] == {"plan": "pro"}
     with psycopg.connect(stack.database_url) as conn:
-        meta = conn.execute("SELECT trait_meta FROM profiles WHERE user_id = %s", (user,)).fetchone()
-    assert meta is not None and meta[0]["w"]["plan"][1] == f"{user}-m2"
+        row = conn.execute("SELECT stamps FROM profiles WHERE user_id = %s", (user,)).fetchone()
+    assert row is not None and expand_stamps(row[0])[0]["plan"][1] == f"{user}-m2"
 
 
 @pytest.mark.parametrize(

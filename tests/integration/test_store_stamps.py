@@ -1,21 +1,25 @@
-"""Profiles written before the stamps moved from jsonb to json keep their stamps, and
-the store reads and writes them as the merge rules expect."""
+"""Profiles written before the stamps' migrations (0004: jsonb to json; 0005: a
+compact form in a column of their own) keep their stamps, the store reads and writes
+them as the merge rules expect, and the undo script of 0005 gives them back in full."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.support.stack import scratch_database
 from traitstream.events import IdentifyEvent, Op, Operation, user_profile_id
+from traitstream.merge import expand_stamps
 from traitstream.store.database import migrate
 from traitstream.store.profiles import Positioned, ProfileStore
 
 WS = "ws-stamps"
 TOPIC = "identify-stamps"
+UNDO_0005 = Path(__file__).parents[2] / "deploy" / "sql" / "undo-0005-compact-stamps.sql"
 
 
 def identify(offset: int, time_ms: int, **traits: object) -> Positioned:
@@ -36,9 +40,14 @@ def database_before_json_stamps() -> Iterator[str]:
     """A database as it was before migration 0004, holding one profile."""
     with scratch_database("ts_stamps") as url:
         with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE profiles DROP COLUMN stamps")
+            conn.execute("ALTER TABLE profiles ALTER COLUMN trait_meta SET NOT NULL")
             conn.execute("ALTER TABLE profiles ALTER COLUMN trait_meta TYPE jsonb USING trait_meta::jsonb")
             conn.execute("ALTER TABLE profiles ALTER COLUMN trait_meta SET DEFAULT '{}'::jsonb")
-            conn.execute("DELETE FROM schema_migrations WHERE version = '0004_trait_meta_json'")
+            conn.execute(
+                "DELETE FROM schema_migrations"
+                " WHERE version IN ('0004_trait_meta_json', '0005_compact_stamps')"
+            )
             conn.execute(
                 "INSERT INTO profiles (profile_id, workspace_id, user_id, traits, trait_meta, created_at,"
                 " updated_at) VALUES (%s, %s, 'u1', %s::jsonb, %s::jsonb, now(), now())",
@@ -52,36 +61,99 @@ def database_before_json_stamps() -> Iterator[str]:
         yield url
 
 
-def test_stamps_stored_as_jsonb_survive_the_migration(database_before_json_stamps: str) -> None:
-    url = database_before_json_stamps
-    assert migrate(url) == ["0004_trait_meta_json"]
+def apply(url: str, *records: Positioned) -> None:
     store = ProfileStore(url, TOPIC)
     try:
         store.applied_offsets([0], None)
-        # Older than the stored plan, newer than the stored seats.
-        result = store.apply([identify(0, 1500, plan="free", seats=10)], {0: 1})
-        assert len(result.applied) == 1
+        result = store.apply(list(records), {0: records[-1].offset + 1})
+        assert len(result.applied) == len(records)
     finally:
         store.close()
+
+
+def stored_row(url: str) -> tuple[dict, dict | None, dict | None]:
     with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT traits, trait_meta, pg_typeof(trait_meta)::text FROM profiles WHERE user_id = 'u1'"
-        ).fetchone()
+        row = conn.execute("SELECT traits, trait_meta, stamps FROM profiles WHERE user_id = 'u1'").fetchone()
     assert row is not None
-    traits, meta, kind = row
+    return row[0], row[1], row[2]
+
+
+def test_stamps_stored_as_jsonb_survive_the_migrations(database_before_json_stamps: str) -> None:
+    url = database_before_json_stamps
+    assert migrate(url) == ["0004_trait_meta_json", "0005_compact_stamps"]
+    # Older than the stored plan, newer than the stored seats.
+    apply(url, identify(0, 1500, plan="free", seats=10))
+    traits, first_form, stamps = stored_row(url)
     assert traits == {"plan": "pro", "seats": 10}
-    assert meta["w"] == {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0", 1]}
-    assert kind == "json"
+    assert first_form is None  # rewritten in the compact form
+    assert stamps is not None
+    written, once, cleared = expand_stamps(stamps)
+    assert written == {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0", 1]}
+    assert once == {} and cleared is None
+
+
+def test_stamps_are_stored_compact(database_before_json_stamps: str) -> None:
+    url = database_before_json_stamps
+    migrate(url)
+    apply(url, identify(0, 3000, plan="team", seats=4, region="eu"))
+    _traits, first_form, stamps = stored_row(url)
+    assert first_form is None
+    assert stamps == {
+        "e": [[3000, "r0:0"]],
+        "w": {"plan": [0, 0], "seats": [0, 1], "region": [0, 2]},
+        "o": {},
+    }
 
 
 def test_a_worker_of_the_previous_release_can_still_write(database_before_json_stamps: str) -> None:
-    """During a rolling upgrade older workers send the stamps as jsonb."""
+    """During a rolling upgrade older workers write the stamps in full, as jsonb; the
+    store reads them and the merge rules still hold."""
     url = database_before_json_stamps
     migrate(url)
     with psycopg.connect(url) as conn:
         conn.execute(
             "UPDATE profiles SET trait_meta = %s::jsonb WHERE user_id = 'u1'",
-            (json.dumps({"w": {"plan": [3000, "x:0", 0]}, "o": {}}),),
+            (json.dumps({"w": {"plan": [3000, "x:0", 0], "seats": [1000, "old:1", 0]}, "o": {}}),),
         )
-        meta = conn.execute("SELECT trait_meta FROM profiles WHERE user_id = 'u1'").fetchone()
-    assert meta is not None and meta[0]["w"]["plan"] == [3000, "x:0", 0]
+    apply(url, identify(0, 2000, plan="free", seats=8))
+    traits, _first_form, stamps = stored_row(url)
+    assert traits == {"plan": "pro", "seats": 8}
+    assert stamps is not None and expand_stamps(stamps)[0]["plan"] == [3000, "x:0", 0]
+
+
+def test_the_undo_script_writes_the_stamps_out_in_full(database_before_json_stamps: str) -> None:
+    url = database_before_json_stamps
+    migrate(url)
+    apply(
+        url,
+        identify(0, 1500, plan="free", seats=10),
+        Positioned(
+            0,
+            1,
+            IdentifyEvent(
+                workspace_id=WS,
+                user_id="u1",
+                dialect="test",
+                event_time_ms=2500,
+                received_time_ms=2500,
+                response_id="r1",
+                operations=(Operation(Op.SET_ONCE, "region", "eu"), Operation(Op.CLEAR_ALL)),
+            ),
+        ),
+        identify(2, 2600, plan="team"),
+    )
+    _traits, _first_form, compact = stored_row(url)
+    assert compact is not None
+    with psycopg.connect(url) as conn:
+        conn.execute(UNDO_0005.read_text("utf-8").encode())
+    traits, first_form, stamps = stored_row(url)
+    assert stamps is None
+    assert first_form is not None and "e" not in first_form
+    written, once, cleared = expand_stamps(compact)
+    assert first_form == {"w": written, "o": once, "c": cleared}
+    assert cleared == [2500, "r1:0", 1]
+    assert traits == {"plan": "team"}
+    # What the older release reads: its form is read by this one too.
+    apply(url, identify(3, 2550, plan="pro", seats=2))
+    traits, _first_form, stamps = stored_row(url)
+    assert traits == {"plan": "team", "seats": 2}

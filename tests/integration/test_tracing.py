@@ -74,7 +74,8 @@ def test_an_accepted_identify_is_found_in_the_worker_log_and_the_store(stack: St
 
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute(
-            "SELECT user_id FROM profiles WHERE workspace_id = %s AND trait_meta::text LIKE %s",
+            "SELECT user_id FROM profiles"
+            " WHERE workspace_id = %s AND coalesce(stamps, trait_meta)::text LIKE %s",
             (stack.workspace, f"%{response_id}%"),
         ).fetchall()
     assert rows == [(user,)]

@@ -139,7 +139,12 @@ def test_stamps_are_used_as_stored_in_json() -> None:
         ]
     )
     meta = orjson.loads(orjson.dumps(profile.meta()))
-    assert meta == {"w": {"a": [10, "m-1:0", 0], "b": [10, "m-2:0", 1]}, "o": {}, "c": [9, "e9:0", 0]}
+    assert meta == {
+        "e": [[10, "m-1:0"], [10, "m-2:0"], [9, "e9:0"]],
+        "w": {"a": [0, 0], "b": [1, 1]},
+        "o": {},
+        "c": [2, 0],
+    }
     stored = Profile.from_stored(orjson.loads(orjson.dumps(profile.traits)), meta, profile.created_at_ms)
     assert stored == profile
     for later in (
@@ -152,6 +157,35 @@ def test_stamps_are_used_as_stored_in_json() -> None:
         profile.apply_event(later)
     assert stored == profile
     assert stored.traits == {"a": 1, "e": 5}
+
+
+def test_one_identifys_stamps_share_one_entry() -> None:
+    profile = apply_all(
+        [
+            event(10, Operation(Op.SET, "a", 1), Operation(Op.SET, "b", 2), eid="m-1"),
+            event(11, Operation(Op.SET_ONCE, "c", 3), Operation(Op.SET, "d", 4), eid="m-2"),
+        ]
+    )
+    assert profile.meta() == {
+        "e": [[10, "m-1:0"], [11, "m-2:0"]],
+        "w": {"a": [0, 0], "b": [0, 1], "d": [1, 1]},
+        "o": {"c": [1, 0]},
+    }
+
+
+def test_stamps_written_out_in_full_are_still_read() -> None:
+    """Rows written before the compact form keep every stamp whole, without ``e``."""
+    first_form = {
+        "w": {"a": [10, "m-1:0", 0], "b": [10, "m-2:0", 1]},
+        "o": {"c": [7, "x:0", 0]},
+        "c": [9, "e9:0", 0],
+    }
+    stored = Profile.from_stored({"a": 1, "c": 3}, first_form, 5)
+    assert stored.written == first_form["w"]
+    assert stored.once == first_form["o"]
+    assert stored.cleared == [9, "e9:0", 0]
+    again = Profile.from_stored(stored.traits, orjson.loads(orjson.dumps(stored.meta())), 5)
+    assert again == stored
 
 
 # --- properties ------------------------------------------------------------------
@@ -228,3 +262,20 @@ def test_merging_two_profiles_equals_one_profile_of_both_histories(data: st.Data
     other_way.absorb(apply_all(left))
     assert merged == together
     assert other_way == together
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_profile_saved_and_loaded_between_events_is_the_same_profile(data: st.DataObject) -> None:
+    """The stored form loses nothing: a worker that saves the profile after some events
+    and loads it again before the rest ends where one that kept it in memory does."""
+    history = data.draw(histories(order_safe_ops()))
+    cut = data.draw(st.integers(0, len(history)))
+    kept = apply_all(history[:cut])
+    saved = orjson.loads(orjson.dumps(kept.meta()))
+    loaded = Profile.from_stored(orjson.loads(orjson.dumps(kept.traits)), saved, kept.created_at_ms)
+    assert loaded == kept
+    for later in history[cut:]:
+        kept.apply_event(later)
+        loaded.apply_event(later)
+    assert loaded == kept

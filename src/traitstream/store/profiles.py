@@ -98,24 +98,24 @@ FROM identities AS i
 JOIN unnest(%s::text[], %s::text[]) AS k (w, a) ON i.workspace_id = k.w AND i.anonymous_id = k.a
 """
 _SELECT_PROFILES = """
-SELECT profile_id, workspace_id, user_id, traits::text, trait_meta::text,
+SELECT profile_id, workspace_id, user_id, traits::text, coalesce(stamps, trait_meta, '{}')::text,
        (extract(epoch FROM created_at) * 1000)::bigint,
        (extract(epoch FROM updated_at) * 1000)::bigint
 FROM profiles WHERE profile_id = ANY(%b) ORDER BY profile_id FOR UPDATE
 """
-# The rows travel as one JSON document, [[id, workspace, user, traits, meta, created ms,
-# updated ms], …]: psycopg escapes every element of a text[] parameter with a regular
-# expression, which cost more than the rest of a batch put together. The meta is a
-# string in it, the json text to store: parsed into jsonb, its numbers would cost
-# PostgreSQL a numeric each (the column is json for the same reason).
+# The rows travel as one JSON document, [[id, workspace, user, traits, stamps, created
+# ms, updated ms], …]: psycopg escapes every element of a text[] parameter with a
+# regular expression, which cost more than the rest of a batch put together. The
+# stamps are a string in it, the json text to store: parsed into jsonb, their numbers
+# would cost PostgreSQL a numeric each (the column is json for the same reason).
 _UPSERT_PROFILES = """
-INSERT INTO profiles (profile_id, workspace_id, user_id, traits, trait_meta, created_at, updated_at)
-SELECT (r->>0)::uuid, r->>1, r->>2, r->3, (r->>4)::json,
+INSERT INTO profiles (profile_id, workspace_id, user_id, traits, stamps, trait_meta, created_at, updated_at)
+SELECT (r->>0)::uuid, r->>1, r->>2, r->3, (r->>4)::json, NULL,
        to_timestamp((r->>5)::bigint / 1000.0), to_timestamp((r->>6)::bigint / 1000.0)
 FROM jsonb_array_elements(%s::jsonb) AS r
 ON CONFLICT (profile_id) DO UPDATE SET
-    user_id = EXCLUDED.user_id, traits = EXCLUDED.traits, trait_meta = EXCLUDED.trait_meta,
-    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
+    user_id = EXCLUDED.user_id, traits = EXCLUDED.traits, stamps = EXCLUDED.stamps,
+    trait_meta = NULL, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
 """
 _DELETE_PROFILES = "DELETE FROM profiles WHERE profile_id = ANY(%s)"
 _UPSERT_LINKS = """
