@@ -3,6 +3,8 @@ bounded (never a user id, key or workspace in a label)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -54,6 +56,22 @@ class EdgeMetrics:
             "Requests being handled",
             registry=r,
         )
+        # Each labelled child looked up once: ``labels`` takes a lock and builds a key
+        # on every call, twice per request otherwise.
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._identifies: dict[str, Any] = {}
+
+    def count_request(self, dialect: str, status: int) -> None:
+        child = self._requests.get((dialect, status))
+        if child is None:
+            child = self._requests[(dialect, status)] = self.requests.labels(dialect, str(status))
+        child.inc()
+
+    def count_identifies(self, dialect: str, count: int) -> None:
+        child = self._identifies.get(dialect)
+        if child is None:
+            child = self._identifies[dialect] = self.identifies.labels(dialect)
+        child.inc(count)
 
 
 class WorkerMetrics:

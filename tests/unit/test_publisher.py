@@ -85,6 +85,32 @@ def test_a_refused_record_is_unavailable_not_success() -> None:
         asyncio.run(pub.publish(events(1)))
 
 
+def test_a_report_that_never_comes_is_unavailable_after_the_safety_net() -> None:
+    pub, fake = publisher()
+    fake.poll = lambda timeout: None  # type: ignore[method-assign]  # reports are lost
+    started = time.monotonic()
+    with (
+        patch.object(pub, "_timeout_s", 0.05),  # librdkafka's own timeout would come first
+        pytest.raises(Unavailable, match="did not acknowledge the identify in time"),
+    ):
+        asyncio.run(pub.publish(events(2)))
+    assert time.monotonic() - started < 10
+    assert pub._in_flight == 0
+
+
+def test_a_report_after_the_safety_net_is_ignored() -> None:
+    pub, fake = publisher()
+    fake.poll = lambda timeout: None  # type: ignore[method-assign]
+
+    async def run() -> None:
+        with patch.object(pub, "_timeout_s", 0.0), pytest.raises(Unavailable):
+            await asyncio.wait_for(pub.publish(events(1)), 30)
+        for report in fake.waiting:  # the broker answers at last
+            report(None, None)
+
+    asyncio.run(run())
+
+
 def test_serving_starts_and_stops_with_the_app() -> None:
     pub, fake = publisher()
 

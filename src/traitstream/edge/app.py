@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from traitstream import __version__
 from traitstream.avro.schemas import LocalSchemas, RegistrySchemas, SchemaSource
@@ -96,7 +96,7 @@ def create_app(
             await cache.aclose()
             await pool.close()
 
-    app = FastAPI(
+    app = EdgeApp(
         title="traitstream edge",
         version=__version__,
         lifespan=lifespan,
@@ -141,7 +141,7 @@ def create_app(
     routers = [module.router(ctx) for module in (thrivestack, amplitude, datafast, segment, profiles)]
     for api in routers:
         app.include_router(api)
-    app.add_middleware(DirectRoutes, endpoints=direct_endpoints(routers))
+    app.direct = direct_endpoints(routers)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -171,30 +171,40 @@ def direct_endpoints(routers: Iterable[APIRouter]) -> dict[tuple[str, str], Endp
     return table
 
 
-class DirectRoutes:
-    """Serves ``endpoints`` straight from the ASGI call; everything else goes on to
-    FastAPI. For an endpoint that only reads the raw request, FastAPI's routing,
-    dependency solving and exit stacks do nothing useful, yet they cost more than
-    parsing and producing a single identify. The routes stay declared in FastAPI,
-    so the OpenAPI document is unchanged; each endpoint shapes its own errors."""
+class EdgeApp(FastAPI):
+    """FastAPI, with ``direct`` endpoints served straight from the ASGI call. For an
+    endpoint that only reads the raw request, FastAPI's middleware (error pages,
+    telemetry, its own body limit), routing, dependency solving and exit stacks do
+    nothing useful, yet they cost more than parsing and producing a single identify.
+    The routes stay declared in FastAPI, so the OpenAPI document is unchanged; each
+    endpoint caps its body (``CappedReceive``) and shapes its own errors."""
 
-    def __init__(self, app: ASGIApp, endpoints: dict[tuple[str, str], Endpoint]) -> None:
-        self._app = app
-        self._endpoints = endpoints
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.direct: dict[tuple[str, str], Endpoint] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            endpoint = self._endpoints.get((scope["method"], scope["path"]))
+            endpoint = self.direct.get((scope["method"], scope["path"]))
             if endpoint is not None:
-                capped = CappedReceive(scope, receive)
-                response = await endpoint(Request(scope, capped))
-                if capped.refused_unread and (_header(scope, b"expect") or b"").lower() == b"100-continue":
-                    # The client waits to send the body (RFC 9110, 10.1.1): say that
-                    # the connection ends here, rather than leave it out of step.
-                    response.headers["Connection"] = "close"
-                await response(scope, receive, send)
+                scope["app"] = self
+                await _serve_direct(endpoint, scope, receive, send)
                 return
-        await self._app(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+async def _serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    capped = CappedReceive(scope, receive)
+    try:
+        response = await endpoint(Request(scope, capped))
+    except Exception:  # the endpoints answer their own errors; this is the last resort
+        log.exception("request failed", extra={"path": scope["path"]})
+        response = json_response({"error": {"status": 500, "message": "internal error"}}, 500)
+    if capped.refused_unread and (_header(scope, b"expect") or b"").lower() == b"100-continue":
+        # The client waits to send the body (RFC 9110, 10.1.1): say that the
+        # connection ends here, rather than leave it out of step.
+        response.headers["Connection"] = "close"
+    await response(scope, receive, send)
 
 
 class CappedReceive:

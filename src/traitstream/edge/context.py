@@ -93,5 +93,5 @@ class EdgeContext:
         # Every dialect's answer carries the id, even those whose body has no room for it.
         response.headers["X-Response-Id"] = response_id
         self.metrics.request_seconds.observe(time.perf_counter() - started)
-        self.metrics.requests.labels(dialect, str(response.status_code)).inc()
+        self.metrics.count_request(dialect, response.status_code)
         return response

@@ -73,6 +73,12 @@ class _Pending:
             else:  # a flush served the report from another thread
                 self.loop.call_soon_threadsafe(self._finish)
 
+    def expire(self) -> None:
+        """The safety net behind librdkafka's own timeout, which fails every record
+        it could not deliver in time: nobody waits forever for a lost report."""
+        if not self.future.done():
+            self.future.set_exception(Unavailable("the broker did not acknowledge the identify in time"))
+
     def _finish(self) -> None:
         if self.future.done():
             return
@@ -322,13 +328,16 @@ class KafkaPublisher:
                 self._metrics.produce_errors.inc()
                 raise Unavailable(f"the broker cannot take more identifies now: {exc}") from exc
             self._schedule(busy=True)
+            # A timer of our own rather than asyncio.wait_for, which costs two more
+            # futures and their callbacks on every request.
+            expiry = pending.loop.call_later(self._timeout_s + 5, pending.expire)
             try:
-                await asyncio.wait_for(pending.future, self._timeout_s + 5)
-            except (Unavailable, TimeoutError) as exc:
+                await pending.future
+            except Unavailable:
                 self._metrics.produce_errors.inc()
-                if isinstance(exc, Unavailable):
-                    raise
-                raise Unavailable("the broker did not acknowledge the identify in time") from exc
+                raise
+            finally:
+                expiry.cancel()
         finally:
             self._in_flight -= 1
         self._metrics.delivery_seconds.observe(time.perf_counter() - pending.started)

@@ -66,7 +66,7 @@ def router(ctx: EdgeContext) -> APIRouter:
             key = await authorize(amplitude.api_key_of(fields))
             events = amplitude.parse_identify(fields, ctx.envelope(key.workspace_id, response_id))
             await ctx.publisher.publish(events)
-            ctx.metrics.identifies.labels(amplitude.DIALECT).inc(len(events))
+            ctx.metrics.count_identifies(amplitude.DIALECT, len(events))
             return PlainTextResponse("success")
 
         return await ctx.handle(amplitude.DIALECT, request, error_shape, run)
@@ -84,7 +84,7 @@ def router(ctx: EdgeContext) -> APIRouter:
             result = amplitude.parse_batch(batch, envelope)
             if result.identifies:
                 await ctx.publisher.publish(result.identifies)
-                ctx.metrics.identifies.labels(amplitude.DIALECT).inc(len(result.identifies))
+                ctx.metrics.count_identifies(amplitude.DIALECT, len(result.identifies))
             for kind in result.ignored:
                 ctx.metrics.ignored.labels(amplitude.DIALECT, kind).inc()
             return json_response(

@@ -86,7 +86,7 @@ def router(ctx: EdgeContext) -> APIRouter:
                 await request.body(), ctx.envelope(key.workspace_id, response_id), website
             )
             await ctx.publisher.publish([identified.event])
-            ctx.metrics.identifies.labels(datafast.DIALECT).inc()
+            ctx.metrics.count_identifies(datafast.DIALECT, 1)
             return json_response(
                 {
                     "status": "success",

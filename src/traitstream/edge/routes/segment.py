@@ -51,7 +51,7 @@ def router(ctx: EdgeContext) -> APIRouter:
         result = segment.parse(message, ctx.envelope(key.workspace_id, response_id))
         if result.identifies:
             await ctx.publisher.publish(result.identifies)
-            ctx.metrics.identifies.labels(segment.DIALECT).inc(len(result.identifies))
+            ctx.metrics.count_identifies(segment.DIALECT, len(result.identifies))
         for kind in result.ignored:
             ctx.metrics.ignored.labels(segment.DIALECT, kind).inc()
         return json_response({"success": True})

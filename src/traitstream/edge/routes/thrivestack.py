@@ -54,7 +54,7 @@ def router(ctx: EdgeContext) -> APIRouter:
             require_scope(key, SCOPES)
             events = thrivestack.parse(await request.body(), ctx.envelope(key.workspace_id, response_id))
             await ctx.publisher.publish(events)
-            ctx.metrics.identifies.labels(thrivestack.DIALECT).inc(len(events))
+            ctx.metrics.count_identifies(thrivestack.DIALECT, len(events))
             return json_response(
                 {
                     "success": True,
