@@ -22,7 +22,8 @@ TOPIC = "identify-stamps"
 UNDO_0005 = Path(__file__).parents[2] / "deploy" / "sql" / "undo-0005-compact-stamps.sql"
 
 
-def identify(offset: int, time_ms: int, **traits: object) -> Positioned:
+def identify(offset: int, time_ms: int, *operations: Operation, **traits: object) -> Positioned:
+    """Sets of ``traits``, then ``operations``."""
     event = IdentifyEvent(
         workspace_id=WS,
         user_id="u1",
@@ -30,7 +31,7 @@ def identify(offset: int, time_ms: int, **traits: object) -> Positioned:
         event_time_ms=time_ms,
         received_time_ms=time_ms,
         response_id=f"r{offset}",
-        operations=tuple(Operation(Op.SET, k, v) for k, v in traits.items()),
+        operations=(*(Operation(Op.SET, k, v) for k, v in traits.items()), *operations),
     )
     return Positioned(0, offset, event)
 
@@ -127,19 +128,7 @@ def test_the_undo_script_writes_the_stamps_out_in_full(database_before_json_stam
     apply(
         url,
         identify(0, 1500, plan="free", seats=10),
-        Positioned(
-            0,
-            1,
-            IdentifyEvent(
-                workspace_id=WS,
-                user_id="u1",
-                dialect="test",
-                event_time_ms=2500,
-                received_time_ms=2500,
-                response_id="r1",
-                operations=(Operation(Op.SET_ONCE, "region", "eu"), Operation(Op.CLEAR_ALL)),
-            ),
-        ),
+        identify(1, 2500, Operation(Op.SET_ONCE, "region", "eu"), Operation(Op.CLEAR_ALL)),
         identify(2, 2600, plan="team"),
     )
     _traits, _first_form, compact = stored_row(url)

@@ -1,15 +1,18 @@
 """The edge's cap on identify bodies: an oversized body is refused while it
-arrives, not after it was held in memory whole (no network: a fake ASGI receive)."""
+arrives, not after it was held in memory whole; and the app that serves the
+identify routes ahead of FastAPI (no network: a fake ASGI receive and send)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
+from fastapi import Request, Response
 
 from traitstream.dialects.common import MAX_BODY_BYTES
-from traitstream.edge.app import CappedReceive
+from traitstream.edge.app import CappedReceive, EdgeApp
 from traitstream.errors import LimitExceeded
 
 
@@ -78,3 +81,68 @@ def test_a_disconnect_is_handed_on() -> None:
     inner = Chunks()
     message = asyncio.run(CappedReceive(scope(), inner)())
     assert message == {"type": "http.disconnect"}
+
+
+# --- EdgeApp: the identify routes, served ahead of FastAPI --------------------------
+
+
+def call(app: EdgeApp, method: str, path: str, body: bytes = b"{}") -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    request_scope = scope(len(body)) | {
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "asgi": {"version": "3.0"},
+    }
+    asyncio.run(app(request_scope, Chunks(body), send))
+    return sent
+
+
+def test_a_direct_route_that_raises_still_answers_500() -> None:
+    app = EdgeApp()
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    app.direct = {("POST", "/api/identify"): broken}
+    start, body = call(app, "POST", "/api/identify")
+    assert start["status"] == 500
+    assert orjson.loads(body["body"]) == {"error": {"status": 500, "message": "internal error"}}
+
+
+def test_a_direct_route_reads_its_body_through_the_cap() -> None:
+    app = EdgeApp()
+
+    async def echo(request: Request) -> Response:
+        try:
+            return Response(await request.body(), media_type="application/json")
+        except LimitExceeded as exc:  # as every identify route's handler answers it
+            return Response(exc.message, status_code=413)
+
+    app.direct = {("POST", "/api/identify"): echo}
+    start, body = call(app, "POST", "/api/identify", b'{"user_id":"u"}')
+    assert start["status"] == 200 and body["body"] == b'{"user_id":"u"}'
+    start, body = call(app, "POST", "/api/identify", b"x" * (MAX_BODY_BYTES + 1))
+    assert start["status"] == 413 and b"the limit is" in body["body"]
+
+
+def test_other_paths_and_methods_go_on_to_fastapi() -> None:
+    app = EdgeApp()
+
+    async def never(request: Request) -> Response:
+        raise AssertionError("not a direct route")
+
+    app.direct = {("POST", "/api/identify"): never}
+    for method, path in (("GET", "/api/identify"), ("POST", "/elsewhere")):
+        start, body = call(app, method, path)
+        assert start["status"] == 404 and body["body"] == b'{"detail":"Not Found"}'
