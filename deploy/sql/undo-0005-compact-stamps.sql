@@ -4,7 +4,7 @@
 -- this once, then start the older release. It rewrites each profile written since
 -- 0005 in one transaction: on a large table, run it in a quiet hour.
 UPDATE profiles AS p
-SET trait_meta = json_build_object(
+SET trait_meta = json_strip_nulls(json_build_object(
         'w', (SELECT coalesce(json_object_agg(s.key, json_build_array(
                          p.stamps -> 'e' -> ((s.value ->> 0)::int) -> 0,
                          p.stamps -> 'e' -> ((s.value ->> 0)::int) -> 1,
@@ -18,6 +18,6 @@ SET trait_meta = json_build_object(
         'c', CASE WHEN p.stamps -> 'c' IS NOT NULL THEN json_build_array(
                          p.stamps -> 'e' -> ((p.stamps -> 'c' ->> 0)::int) -> 0,
                          p.stamps -> 'e' -> ((p.stamps -> 'c' ->> 0)::int) -> 1,
-                         p.stamps -> 'c' -> 1) END),
+                         p.stamps -> 'c' -> 1) END)),  -- no "c" without a clear_all, as before
     stamps = NULL
 WHERE p.stamps IS NOT NULL;

@@ -90,6 +90,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     from traitstream.edge.app import schema_source
     from traitstream.metrics import WorkerMetrics
+    from traitstream.store.database import wait_for_migrations
     from traitstream.store.profiles import ProfileStore
     from traitstream.worker.consumer import Worker, consumer_config
     from traitstream.worker.dedupe import RedisDeduper
@@ -99,6 +100,7 @@ def _worker(args: argparse.Namespace) -> int:
     logs.setup(settings.log_format, settings.log_level)
     metrics = WorkerMetrics()
     start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
+    wait_for_migrations(settings.database_url)
     worker = Worker(
         Consumer(
             consumer_config(

@@ -195,7 +195,7 @@ class Profile:
              "c": [i, position]}            # the last clear_all, when there is one
 
         A profile written by one identify thus stores its event id once rather than
-        once per trait: about a third of the size."""
+        once per trait, and its stamps take about a third of the room."""
         pairs: dict[tuple[int | str, int | str], int] = {}
         index = pairs.setdefault  # an existing pair's index, or the next one for a new pair
         meta: Stored = {

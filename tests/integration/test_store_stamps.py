@@ -14,7 +14,7 @@ import pytest
 from tests.support.stack import scratch_database
 from traitstream.events import IdentifyEvent, Op, Operation, user_profile_id
 from traitstream.merge import expand_stamps
-from traitstream.store.database import migrate
+from traitstream.store.database import migrate, pending_migrations, wait_for_migrations
 from traitstream.store.profiles import Positioned, ProfileStore
 
 WS = "ws-stamps"
@@ -146,3 +146,40 @@ def test_the_undo_script_writes_the_stamps_out_in_full(database_before_json_stam
     apply(url, identify(3, 2550, plan="pro", seats=2))
     traits, _first_form, stamps = stored_row(url)
     assert traits == {"plan": "team", "seats": 2}
+
+
+def test_the_undo_script_leaves_out_what_the_first_form_left_out(database_before_json_stamps: str) -> None:
+    """No clear_all: no "c"; a set_once that holds: kept in "o" with its full stamp."""
+    url = database_before_json_stamps
+    migrate(url)
+    apply(url, identify(0, 1500, Operation(Op.SET_ONCE, "region", "eu"), seats=10))
+    _traits, _first_form, compact = stored_row(url)
+    assert compact is not None
+    with psycopg.connect(url) as conn:
+        conn.execute(UNDO_0005.read_text("utf-8").encode())
+    _traits, first_form, _stamps = stored_row(url)
+    assert first_form == {
+        "w": {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0", 0]},
+        "o": {"region": [1500, "r0:0", 1]},
+    }
+
+
+def test_a_worker_waits_for_the_migrations_it_needs(database_before_json_stamps: str) -> None:
+    url = database_before_json_stamps
+    assert pending_migrations(url) == ["0004_trait_meta_json", "0005_compact_stamps"]
+    waits: list[float] = []
+
+    def migrate_meanwhile(seconds: float) -> None:
+        waits.append(seconds)
+        migrate(url)  # the rollout's migration finishes while the worker waits
+
+    wait_for_migrations(url, every_s=0.5, sleep=migrate_meanwhile)
+    assert waits == [0.5]
+    assert pending_migrations(url) == []
+
+
+def test_a_database_never_migrated_has_every_migration_pending() -> None:
+    with scratch_database("ts_unmigrated") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE schema_migrations")
+        assert pending_migrations(url)[0] == "0001_init"

@@ -88,14 +88,14 @@ def test_a_refused_record_is_unavailable_not_success() -> None:
 def test_a_report_that_never_comes_is_unavailable_after_the_safety_net() -> None:
     pub, fake = publisher()
     fake.poll = lambda timeout: None  # type: ignore[method-assign]  # reports are lost
-    started = time.monotonic()
     with (
         patch.object(pub, "_timeout_s", 0.05),  # librdkafka's own timeout would come first
+        patch("traitstream.edge.publisher._SAFETY_MARGIN_S", 0.05),
         pytest.raises(Unavailable, match="did not acknowledge the identify in time"),
     ):
-        asyncio.run(pub.publish(events(2)))
-    assert time.monotonic() - started < 10
+        asyncio.run(asyncio.wait_for(pub.publish(events(2)), 5))
     assert pub._in_flight == 0
+    assert pub._metrics.produce_errors._value.get() == 1
 
 
 def test_a_report_after_the_safety_net_is_ignored() -> None:
@@ -103,12 +103,31 @@ def test_a_report_after_the_safety_net_is_ignored() -> None:
     fake.poll = lambda timeout: None  # type: ignore[method-assign]
 
     async def run() -> None:
-        with patch.object(pub, "_timeout_s", 0.0), pytest.raises(Unavailable):
-            await asyncio.wait_for(pub.publish(events(1)), 30)
-        for report in fake.waiting:  # the broker answers at last
+        with (
+            patch.object(pub, "_timeout_s", 0.0),
+            patch("traitstream.edge.publisher._SAFETY_MARGIN_S", 0.01),
+            pytest.raises(Unavailable),
+        ):
+            await asyncio.wait_for(pub.publish(events(1)), 5)
+        for report in fake.waiting:  # the broker answers at last: nothing raises
             report(None, None)
+        await asyncio.sleep(0)
 
     asyncio.run(run())
+    assert pub._metrics.produce_errors._value.get() == 1
+
+
+def test_an_acknowledged_publish_leaves_no_timer_behind() -> None:
+    pub, _fake = publisher()
+
+    async def run() -> int:
+        await pub.publish(events(3))
+        loop = asyncio.get_running_loop()
+        return sum(1 for handle in loop._scheduled if not handle.cancelled())  # type: ignore[attr-defined]
+
+    # Only the serving tick may remain; the safety net's timer is gone.
+    assert asyncio.run(run()) <= 1
+    assert pub._metrics.produce_errors._value.get() == 0
 
 
 def test_serving_starts_and_stops_with_the_app() -> None:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 _BUSY_TICK_S = 0.001
 _IDLE_TICK_S = 0.1
+_SAFETY_MARGIN_S = 5.0
+"""How long past librdkafka's own delivery timeout a publish waits for a report."""
 
 DeliveryCallback = Callable[[KafkaError | None, Any], None]
 Headers = list[tuple[str, str | bytes | None]]
@@ -330,7 +332,7 @@ class KafkaPublisher:
             self._schedule(busy=True)
             # A timer of our own rather than asyncio.wait_for, which costs two more
             # futures and their callbacks on every request.
-            expiry = pending.loop.call_later(self._timeout_s + 5, pending.expire)
+            expiry = pending.loop.call_later(self._timeout_s + _SAFETY_MARGIN_S, pending.expire)
             try:
                 await pending.future
             except Unavailable:

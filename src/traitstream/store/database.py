@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from importlib import resources
+from importlib.abc import Traversable
 
 import psycopg
 from psycopg import sql
@@ -39,10 +42,7 @@ def migrate(url: str) -> list[str]:
     """Apply the migrations not applied yet, in order; returns the versions applied.
     Safe to run from several processes at once (an advisory lock serializes them)."""
     ensure_database(url)
-    files = sorted(
-        (f for f in resources.files("traitstream.store.migrations").iterdir() if f.name.endswith(".sql")),
-        key=lambda f: f.name,
-    )
+    files = _migration_files()
     applied: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
@@ -64,3 +64,41 @@ def migrate(url: str) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied
+
+
+def _migration_files() -> list[Traversable]:
+    return sorted(
+        (f for f in resources.files("traitstream.store.migrations").iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+
+
+def pending_migrations(url: str) -> list[str]:
+    """The versions this release ships that the database has not applied yet."""
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        try:
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        except psycopg.errors.UndefinedTable:
+            done = set()
+    return [v for v in (f.name.removesuffix(".sql") for f in _migration_files()) if v not in done]
+
+
+def wait_for_migrations(url: str, every_s: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once the database has every migration this release ships. A worker
+    started beside the migration its SQL needs (a rollout applies both at once)
+    waits for it here instead of failing on a missing column and restarting. A
+    database that cannot be reached is left to the worker's own retries."""
+    while True:
+        try:
+            pending = pending_migrations(url)
+        except psycopg.OperationalError as exc:
+            log.warning("could not check the database's migrations: %s", exc)
+            return
+        if not pending:
+            return
+        log.warning(
+            "waiting for migrations %s (traitstream migrate applies them)",
+            ", ".join(pending),
+            extra={"pending": pending},
+        )
+        sleep(every_s)
