@@ -42,7 +42,7 @@ def migrate(url: str) -> list[str]:
     """Apply the migrations not applied yet, in order; returns the versions applied.
     Safe to run from several processes at once (an advisory lock serializes them)."""
     ensure_database(url)
-    files = _migration_files()
+    shipped = _migrations()
     applied: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
@@ -52,8 +52,7 @@ def migrate(url: str) -> list[str]:
                 " (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for file in files:
-                version = file.name.removesuffix(".sql")
+            for version, file in shipped:
                 if version in done:
                     continue
                 with conn.transaction():
@@ -66,11 +65,10 @@ def migrate(url: str) -> list[str]:
     return applied
 
 
-def _migration_files() -> list[Traversable]:
-    return sorted(
-        (f for f in resources.files("traitstream.store.migrations").iterdir() if f.name.endswith(".sql")),
-        key=lambda f: f.name,
-    )
+def _migrations() -> list[tuple[str, Traversable]]:
+    """(version, file) of every migration this release ships, in the order they apply."""
+    files = (f for f in resources.files("traitstream.store.migrations").iterdir() if f.name.endswith(".sql"))
+    return sorted((f.name.removesuffix(".sql"), f) for f in files)
 
 
 def pending_migrations(url: str) -> list[str]:
@@ -80,7 +78,7 @@ def pending_migrations(url: str) -> list[str]:
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
         except psycopg.errors.UndefinedTable:
             done = set()
-    return [v for v in (f.name.removesuffix(".sql") for f in _migration_files()) if v not in done]
+    return [version for version, _file in _migrations() if version not in done]
 
 
 def wait_for_migrations(url: str, every_s: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> None:
