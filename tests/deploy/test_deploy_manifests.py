@@ -370,6 +370,7 @@ def test_dockerfile_copies_what_the_build_needs() -> None:
             parts = [p for p in rest.split() if not p.startswith("--")]
             copied.update(parts[:-1])
     assert {"pyproject.toml", "src"} <= copied
+    assert "setup.py" in copied, "setup.py declares the C extension"
     if readme:
         assert readme in copied, "pip needs the readme named in pyproject.toml"
 

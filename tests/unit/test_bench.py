@@ -288,6 +288,7 @@ def test_hand_written_v1_encoding_and_decoding_match_fastavro_byte_for_byte() ->
         schemaless_writer(out, codec._READER, codec.to_record(event))
         data = out.getvalue()
         assert codec.encode(event, LOCAL_SCHEMA_ID) == data
+        assert v1.encode_body_python(event, data[:5]) == data
         body = io.BytesIO(data[5:])
         reference = {k: _exact_millis(v) for k, v in schemaless_reader(body, codec._READER, None).items()}
         assert v1.read_record(data, 5) == (reference, len(data))

@@ -4,6 +4,7 @@ import io
 import json
 import random
 import struct
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastavro import parse_schema, schemaless_writer
@@ -207,20 +208,35 @@ def _corrupt(rng: random.Random, data: bytes) -> bytes:
     return bytes(body)
 
 
-def test_the_fast_path_agrees_with_the_full_checks() -> None:
-    rng = random.Random(11)
+READERS = [
+    pytest.param(v1.read_event_python, id="python"),
+    pytest.param(v1.read_event, id="compiled" if v1.COMPILED else "python-again"),
+]
+
+
+def _records(count: int, seed: int) -> Iterator[tuple[dict, bytes]]:
+    """Random v1 records, valid or not, half of them corrupted after encoding."""
+    rng = random.Random(seed)
     schema = parse_schema(json.loads(load_v1_text()))
-    fast, full = 0, 0
-    for index in range(3000):
+    for index in range(count):
         out = io.BytesIO()
         out.write(b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID))
         record = _random_record(rng) if index % 3 else codec.to_record(EVENT)
         schemaless_writer(out, schema, record)
-        data = out.getvalue() if index % 2 else _corrupt(rng, out.getvalue())
+        yield record, out.getvalue() if index % 2 else _corrupt(rng, out.getvalue())
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_the_fast_path_agrees_with_the_full_checks(
+    reader: Callable[[bytes, int], IdentifyEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(v1, "read_event", reader)
+    fast, full = 0, 0
+    for record, data in _records(3000, seed=11):
         expected = _outcome(lambda d: codec._decode_checked(d, codec._READER), data)
         assert _outcome(lambda d: codec.decode(d, SCHEMAS), data) == expected, record
         try:
-            v1.read_event(data, 5)
+            reader(data, 5)
             fast += 1
         except (ValueError, LookupError):
             full += 1
@@ -228,10 +244,11 @@ def test_the_fast_path_agrees_with_the_full_checks() -> None:
     assert fast > 300 and full > 300
 
 
-def test_the_fast_path_takes_what_the_edge_writes() -> None:
+@pytest.mark.parametrize("reader", READERS)
+def test_the_fast_path_takes_what_the_edge_writes(reader: Callable[[bytes, int], IdentifyEvent]) -> None:
     event = EVENT
     data = codec.encode(event, LOCAL_SCHEMA_ID)
-    assert v1.read_event(data, 5) == event
+    assert reader(data, 5) == event
     anonymous = IdentifyEvent(
         workspace_id="ws",
         user_id=None,
@@ -243,7 +260,7 @@ def test_the_fast_path_takes_what_the_edge_writes() -> None:
         operations=(Operation(Op.UNSET, "a"), Operation(Op.SET, "long", "x" * 300)),
         kind=Kind.ERASE,
     )
-    assert v1.read_event(codec.encode(anonymous, LOCAL_SCHEMA_ID), 5) == anonymous
+    assert reader(codec.encode(anonymous, LOCAL_SCHEMA_ID), 5) == anonymous
 
 
 def test_known_operations_are_shared_only_when_immutable() -> None:
@@ -257,7 +274,7 @@ def test_known_operations_are_shared_only_when_immutable() -> None:
             response_id="r",
             operations=(Operation(Op.SET, "t", value),),
         )
-        return codec.decode(codec.encode(event, LOCAL_SCHEMA_ID), SCHEMAS).operations[0]
+        return v1.read_event_python(codec.encode(event, LOCAL_SCHEMA_ID), 5).operations[0]
 
     assert decoded("pro") is decoded("pro")
     first, second = decoded({"tier": "pro"}), decoded({"tier": "pro"})
@@ -271,5 +288,94 @@ def test_known_operations_stay_few(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(v1, "_KNOWN_OPERATIONS_KEPT", 10)
     for n in range(25):
         event = EVENT._replace(operations=(Operation(Op.SET, "n", n),))
-        assert codec.decode(codec.encode(event, LOCAL_SCHEMA_ID), SCHEMAS) == event
+        assert v1.read_event_python(codec.encode(event, LOCAL_SCHEMA_ID), 5) == event
         assert len(v1._KNOWN_OPERATIONS) <= 10
+
+
+# --- the compiled functions -------------------------------------------------------------
+
+compiled = pytest.mark.skipif(not v1.COMPILED, reason="the C extension was not built")
+
+
+def test_the_c_extension_was_built() -> None:
+    """A C compiler is on every machine this project installs on; a missing extension
+    means the install could not build it (see setup.py), and everything runs slower."""
+    assert v1.COMPILED, "traitstream.avro._v1c is missing: reinstall with a C compiler (make install)"
+
+
+@compiled
+def test_the_compiled_reader_reads_what_the_python_reader_reads() -> None:
+    """The same event or a refusal from both, on random and corrupted records; the
+    compiled reader also refuses a varint past 64 bits, which the Python one reads."""
+    taken = 0
+    for record, data in _records(4000, seed=12):
+        python = _read_outcome(v1.read_event_python, data)
+        c = _read_outcome(v1._v1c.read_event, data)
+        if isinstance(python, IdentifyEvent) and c is None:
+            assert not -(2**63) <= python.event_index < 2**63, record
+        else:
+            assert c == python, record
+        taken += isinstance(c, IdentifyEvent)
+    assert taken > 500
+
+
+def _read_outcome(reader: Callable[[bytes, int], IdentifyEvent], data: bytes) -> IdentifyEvent | None:
+    try:
+        return reader(data, 5)
+    except (ValueError, LookupError):
+        return None
+
+
+@compiled
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x04",  # a kind no enum has
+        b"\x00\x04ws\x02\x04u1\x00\x04ts" + b"\xff" * 11,  # a time of more than 64 bits
+        b"\x00\x04ws\x02\x04u1\x00\x04ts\x02\x02\x00\x02r\x80\x80\x80\x80\x80\x80\x80\x80\x80\x02\x00\x00\x00",
+        b"\x00\x04ws\x02\x04u1\x01" + b"\xff" * 9 + b"\x01",  # an array count of -2**63
+    ],
+)
+def test_the_compiled_reader_refuses_what_it_cannot_prove(body: bytes) -> None:
+    data = b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID) + body
+    with pytest.raises(ValueError):
+        v1._v1c.read_event(data, 5)
+
+
+@compiled
+def test_the_compiled_encoder_writes_the_python_encoders_bytes() -> None:
+    taken = 0
+    for record, _data in _records(2000, seed=13):
+        try:
+            event = codec.from_record(record)
+        except InvalidRecord:
+            continue
+        header = b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID)
+        assert v1._v1c.encode_body(event, header) == v1.encode_body_python(event, header), record
+        taken += 1
+    assert taken > 300
+
+
+@compiled
+@pytest.mark.parametrize(
+    "event",
+    [
+        EVENT._replace(event_index=2**64),  # past 64 bits: the Python encoder's bytes
+        EVENT._replace(operations=(Operation(Op.SET, "t", 1), Operation("nope", "t", 1))),  # type: ignore[arg-type]
+        EVENT._replace(user_id=7),  # type: ignore[arg-type]
+        EVENT._replace(context={"bad": object()}),
+        EVENT._replace(workspace_id="\ud800"),
+    ],
+)
+def test_events_the_compiled_encoder_refuses_get_the_python_encoders_answer(event: IdentifyEvent) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - whatever the compiled encoder raises
+        v1._v1c.encode_body(event, b"")
+    assert _encode_outcome(v1.encode_body, event) == _encode_outcome(v1.encode_body_python, event)
+
+
+def _encode_outcome(encoder: Callable[[IdentifyEvent, bytes], bytes], event: IdentifyEvent) -> object:
+    try:
+        return encoder(event, b"")
+    except Exception as exc:
+        return type(exc)

@@ -11,10 +11,18 @@ byte (the tests compare both directions on random events).
   what is not a v1 record (``DecodeError``); ``codec.from_record`` checks it.
 - ``read_event``: a body straight to the event when the cheapest checks prove it
   valid; otherwise it raises, and ``codec`` takes the two steps above instead.
+
+``encode_body`` and ``read_event`` run once per identify on the edge and once per
+delivered record on the workers, so they also exist in C (``_v1c.c``, built at
+install when a compiler is there; ``COMPILED`` tells). The Python functions
+``encode_body_python`` and ``read_event_python`` are the reference: the C code
+does exactly what they do, hands them whatever it does not take, and the tests
+compare the two on random and corrupted records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -90,7 +98,7 @@ def _optional_string(value: str | None) -> bytes:
     return b"\x00" if value is None else b"\x02" + _string(value)
 
 
-def encode_body(event: IdentifyEvent, header: bytes = b"") -> bytes:
+def encode_body_python(event: IdentifyEvent, header: bytes = b"") -> bytes:
     """``header`` then the Avro body of ``event`` in the v1 schema.
 
     The edge's hot path: JSON values go from ``orjson.dumps`` straight into the
@@ -381,7 +389,7 @@ def _json_at(data: bytes, pos: int) -> tuple[JSON, int]:
     return orjson.loads(raw), pos
 
 
-def read_event(data: bytes, start: int) -> IdentifyEvent:
+def read_event_python(data: bytes, start: int) -> IdentifyEvent:
     """The event of a valid v1 record whose body starts at ``start``; raises
     ``ValueError`` or ``LookupError`` for any record it cannot prove valid."""
     kind = _FAST_KINDS[data[start]]
@@ -499,3 +507,42 @@ def read_event(data: bytes, start: int) -> IdentifyEvent:
         context=context,
         operations=tuple(operations),
     )
+
+
+# --- the compiled functions, when they were built --------------------------------------
+
+try:
+    from traitstream.avro import _v1c
+except ImportError:  # installed without a C compiler: the Python functions serve alone
+    _v1c = None  # type: ignore[assignment]
+
+COMPILED = _v1c is not None
+"""Whether ``encode_body`` and ``read_event`` run in C."""
+
+if _v1c is not None:
+    _v1c.bind(
+        IdentifyEvent,
+        Operation,
+        tuple(_FAST_KINDS[byte] for byte in sorted(_FAST_KINDS)),
+        tuple(Op(name) for name in _OPS[:-1]),
+        {Kind(name): index for index, name in enumerate(_KINDS[:-1])},
+        {Op(name): index for index, name in enumerate(_OPS[:-1])},
+        orjson.loads,
+        orjson.dumps,
+        _NotPlain,
+        MAX_ID_CHARS,
+    )
+
+
+def encode_body(event: IdentifyEvent, header: bytes = b"") -> bytes:
+    """``header`` then the Avro body of ``event`` in the v1 schema (``encode_body_python``)."""
+    if _v1c is not None:
+        try:
+            return _v1c.encode_body(event, header)
+        except Exception:  # not an ordinary event: the reference decides, and raises what it raises
+            pass
+    return encode_body_python(event, header)
+
+
+read_event: Callable[[bytes, int], IdentifyEvent] = read_event_python if _v1c is None else _v1c.read_event
+"""The event of a valid v1 record whose body starts at ``start`` (``read_event_python``)."""

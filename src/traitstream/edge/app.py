@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from traitstream import __version__
+from traitstream.avro import v1
 from traitstream.avro.schemas import LocalSchemas, RegistrySchemas, SchemaSource
 from traitstream.config import CommonSettings, EdgeSettings
 from traitstream.dialects.common import MAX_BODY_BYTES, body_too_large
@@ -87,7 +88,10 @@ def create_app(
         await pool.open()
         publisher.start_serving()
         tune_gc()  # everything built so far lives as long as the process
-        log.info("edge ready to serve", extra={"port": settings.http_port, "topic": settings.topic})
+        log.info(
+            "edge ready to serve",
+            extra={"port": settings.http_port, "topic": settings.topic, "compiled_codec": v1.COMPILED},
+        )
         try:
             yield
         finally:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from traitstream.avro import v1
 from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
@@ -121,7 +122,7 @@ class Worker:
 
     def run(self) -> None:
         self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("worker started", extra={"topic": self._topic})
+        log.info("worker started", extra={"topic": self._topic, "compiled_codec": v1.COMPILED})
         try:
             self._check_lock_table()
             while not self._stop.is_set():
