@@ -22,6 +22,7 @@
 #include <Python.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 /* The Python side, set once by bind(). */
@@ -215,7 +216,50 @@ spells_nul(const unsigned char *text, Py_ssize_t size)
     return 0;
 }
 
-/* A present JSON string (value_json or context_json), parsed by orjson. */
+/* The value of JSON text that is a plain scalar: a string with nothing escaped, an
+ * integer of at most 18 digits, true, false or null; NULL without an error for any
+ * other text (and for a string that is not UTF-8), which orjson then parses. Most
+ * trait values are such scalars, and orjson's call costs several times the parse. */
+static PyObject *
+plain_scalar(const unsigned char *text, Py_ssize_t size)
+{
+    if (size >= 2 && text[0] == '"' && text[size - 1] == '"') {
+        for (Py_ssize_t i = 1; i < size - 1; i++) {
+            if (text[i] < 0x20 || text[i] == '"' || text[i] == '\\') {
+                return NULL;
+            }
+        }
+        PyObject *value = PyUnicode_DecodeUTF8((const char *)text + 1, size - 2, NULL);
+        if (value == NULL) {
+            PyErr_Clear();
+        }
+        return value;
+    }
+    Py_ssize_t i = text[0] == '-' ? 1 : 0; /* size > 0: read_json sees to it */
+    Py_ssize_t digits = size - i;
+    if (digits >= 1 && digits <= 18 && text[i] >= '0' && text[i] <= '9' && (text[i] != '0' || digits == 1)) {
+        long long n = 0;
+        for (; i < size; i++) {
+            if (text[i] < '0' || text[i] > '9') {
+                return NULL;
+            }
+            n = n * 10 + (text[i] - '0');
+        }
+        return PyLong_FromLongLong(text[0] == '-' ? -n : n);
+    }
+    if (size == 4 && memcmp(text, "true", 4) == 0) {
+        Py_RETURN_TRUE;
+    }
+    if (size == 5 && memcmp(text, "false", 5) == 0) {
+        Py_RETURN_FALSE;
+    }
+    if (size == 4 && memcmp(text, "null", 4) == 0) {
+        Py_RETURN_NONE;
+    }
+    return NULL;
+}
+
+/* A present JSON string (value_json or context_json), parsed as orjson parses it. */
 static PyObject *
 read_json(Cursor *c)
 {
@@ -223,6 +267,12 @@ read_json(Cursor *c)
     Py_ssize_t size;
     if (read_bytes(c, &start, &size) < 0) {
         return NULL;
+    }
+    if (size > 0) {
+        PyObject *value = plain_scalar(start, size);
+        if (value != NULL || PyErr_Occurred()) {
+            return value;
+        }
     }
     if (spells_nul(start, size)) {
         not_plain();
@@ -580,10 +630,61 @@ put_optional_string(Buffer *b, PyObject *text)
     return put_string(b, text);
 }
 
+/* ``value`` as orjson writes it, when it is a plain scalar: a str of printable ASCII
+ * with nothing to escape, an int of 64 bits, a bool or None. Returns 1 when written,
+ * 0 to leave it to orjson (floats, non-ASCII text, containers), -1 on error. */
+static int
+put_plain_scalar(Buffer *b, PyObject *value)
+{
+    char text[24];
+    int size;
+    if (PyUnicode_CheckExact(value) && PyUnicode_IS_ASCII(value)) {
+        const unsigned char *data = PyUnicode_1BYTE_DATA(value);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+        for (Py_ssize_t i = 0; i < length; i++) {
+            if (data[i] < 0x20 || data[i] > 0x7E || data[i] == '"' || data[i] == '\\') {
+                return 0;
+            }
+        }
+        if (put_byte(b, 2) < 0 || put_long(b, length + 2) < 0 || put_byte(b, '"') < 0 ||
+            put(b, (const char *)data, length) < 0 || put_byte(b, '"') < 0) {
+            return -1;
+        }
+        return 1;
+    }
+    if (value == Py_None) {
+        size = 4;
+        memcpy(text, "null", 4);
+    } else if (value == Py_True) {
+        size = 4;
+        memcpy(text, "true", 4);
+    } else if (value == Py_False) {
+        size = 5;
+        memcpy(text, "false", 5);
+    } else if (PyLong_CheckExact(value)) {
+        int overflow;
+        long long n = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow) {
+            return 0;
+        }
+        size = snprintf(text, sizeof(text), "%lld", n);
+    } else {
+        return 0;
+    }
+    if (put_byte(b, 2) < 0 || put_long(b, size) < 0 || put(b, text, size) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
 /* The present branch of an optional JSON string: ``value`` as orjson writes it. */
 static int
 put_some_json(Buffer *b, PyObject *value)
 {
+    int done = put_plain_scalar(b, value);
+    if (done != 0) {
+        return done < 0 ? -1 : 0;
+    }
     PyObject *text = PyObject_CallOneArg(Dumps, value);
     if (text == NULL) {
         return -1;
