@@ -165,6 +165,22 @@ def _random_record(rng: random.Random) -> dict:
                 json.dumps({"k": text(False)}),
                 json.dumps("x" * rng.randrange(60, 200)),
                 "",
+                # Near the compiled reader's plain scalars: parsed in place or by orjson alike.
+                "0",
+                "-0",
+                "007",
+                "-",
+                "--1",
+                " 1",
+                "1 ",
+                "999999999999999999",
+                "-12345678901234567890",
+                "tru",
+                "nulls",
+                '"tab\there"',
+                '"del\x7f"',
+                '"' + text() + '\\"',
+                '"' + "é" * rng.randrange(1, 9) + '"',
             ]
         )
 
