@@ -26,6 +26,14 @@ from typing import Any
 
 from traitstream.events import JSON, IdentifyEvent, Op, Operation
 
+try:
+    from traitstream import _stamps
+except ImportError:  # installed without a C compiler: the Python functions below serve alone
+    _stamps = None  # type: ignore[assignment]
+
+COMPILED = _stamps is not None
+"""Whether stamps are expanded and compacted in C (``_stamps.c``)."""
+
 _SET = Op.SET
 """An enum member read from the class costs a descriptor call; the hot loops use this."""
 
@@ -196,17 +204,11 @@ class Profile:
 
         A profile written by one identify thus stores its event id once rather than
         once per trait, and its stamps take about a third of the room."""
-        pairs: dict[tuple[int | str, int | str], int] = {}
-        index = pairs.setdefault  # an existing pair's index, or the next one for a new pair
-        meta: Stored = {
-            "w": {trait: [index((s[0], s[1]), len(pairs)), s[2]] for trait, s in self.written.items()},
-            "o": {trait: [index((s[0], s[1]), len(pairs)), s[2]] for trait, s in self.once.items()},
-        }
-        if self.cleared is not None:
-            s = self.cleared
-            meta["c"] = [index((s[0], s[1]), len(pairs)), s[2]]
-        meta["e"] = [list(pair) for pair in pairs]
-        return meta
+        if _stamps is not None:
+            compact = _stamps.compact(self.written, self.once, self.cleared)
+            if compact is not None:
+                return compact
+        return compact_stamps(self.written, self.once, self.cleared)
 
     @classmethod
     def from_stored(
@@ -228,8 +230,31 @@ class Profile:
         )
 
 
+def compact_stamps(written: dict[str, Stamp], once: dict[str, Stamp], cleared: Stamp | None) -> Stored:
+    """``Profile.meta`` in Python: the reference of ``_stamps.compact``."""
+    pairs: dict[tuple[int | str, int | str], int] = {}
+    index = pairs.setdefault  # an existing pair's index, or the next one for a new pair
+    meta: Stored = {
+        "w": {trait: [index((s[0], s[1]), len(pairs)), s[2]] for trait, s in written.items()},
+        "o": {trait: [index((s[0], s[1]), len(pairs)), s[2]] for trait, s in once.items()},
+    }
+    if cleared is not None:
+        meta["c"] = [index((cleared[0], cleared[1]), len(pairs)), cleared[2]]
+    meta["e"] = [list(pair) for pair in pairs]
+    return meta
+
+
 def expand_stamps(meta: Stored) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None]:
     """The written, set_once and clear_all stamps of a stored ``meta``, in full."""
+    if _stamps is not None:
+        expanded = _stamps.expand(meta)
+        if expanded is not None:
+            return expanded
+    return expand_stamps_python(meta)
+
+
+def expand_stamps_python(meta: Stored) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None]:
+    """``expand_stamps`` in Python: the reference of ``_stamps.expand``."""
     pairs = meta.get("e")
     if pairs is None:  # every stamp written out
         return dict(meta.get("w", {})), dict(meta.get("o", {})), meta.get("c")

@@ -249,10 +249,8 @@ def _random_event(rng: random.Random) -> IdentifyEvent:
         return "".join(rng.choice('aé中😀"\\\n') for _ in range(rng.randrange(0, 200)))
 
     def value() -> object:
-        return rng.choice(
-            [None, True, False, 7, -5, 2**40, 2**63 - 1, -(2**63), 2**64 - 1, 1.5, text(), "ascii ~\x7f"]
-            + [[1, "a"], {"k": text()}]
-        )
+        scalars = [None, True, False, 7, -5, 2**40, 2**63 - 1, -(2**63), 2**64 - 1, 1.5, "ascii ~\x7f"]
+        return rng.choice([*scalars, text(), [1, "a"], {"k": text()}])
 
     operations = []
     for _ in range(rng.randrange(0, 70)):

@@ -3,13 +3,21 @@ set_once and clear_all, any order and any duplication of a history gives one pro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from traitstream import merge
 from traitstream.events import IdentifyEvent, Op, Operation
 from traitstream.merge import Profile
+
+try:
+    from traitstream import _stamps
+except ImportError:
+    _stamps = None  # type: ignore[assignment]
 
 
 def event(t: int, *ops: Operation, eid: str | None = None, created: int | None = None) -> IdentifyEvent:
@@ -279,3 +287,61 @@ def test_a_profile_saved_and_loaded_between_events_is_the_same_profile(data: st.
         kept.apply_event(later)
         loaded.apply_event(later)
     assert loaded == kept
+
+
+# --- the compiled stamps ------------------------------------------------------------
+
+compiled = pytest.mark.skipif(not merge.COMPILED, reason="the C extension was not built")
+
+
+def test_the_stamps_extension_was_built() -> None:
+    """As the codec's (tests/unit/test_codec.py): a missing extension is a failed build."""
+    assert merge.COMPILED, "traitstream._stamps is missing: reinstall with a C compiler (make install)"
+
+
+@compiled
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_compiled_stamps_are_the_python_stamps(data: st.DataObject) -> None:
+    """Both ways, on profiles of random histories, with orjson between as in the store."""
+    profile = apply_all(data.draw(histories(order_safe_ops())))
+    stored = _stamps.compact(profile.written, profile.once, profile.cleared)
+    python = merge.compact_stamps(profile.written, profile.once, profile.cleared)
+    assert stored == python
+    assert orjson.dumps(stored) == orjson.dumps(python)  # the same text: keys in the same order
+    loaded = orjson.loads(orjson.dumps(stored))
+    assert _stamps.expand(loaded) == merge.expand_stamps_python(loaded)
+
+
+@compiled
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"w": {"a": [10, "m-1:0", 0]}, "o": {}},  # the first form: no "e"
+        {"e": [[1, "x"]], "w": {"a": [1, 0]}, "o": {}},  # an index past the pairs
+        {"e": [[1, "x"]], "w": {"a": [-1, 0]}, "o": {}},  # Python counts it from the end
+        {"e": [[1, "x"]], "w": {"a": [True, 0]}, "o": {}},
+        {"e": [[1, "x", 2]], "w": {"a": [0, 0]}, "o": {}},  # a pair of three
+        {"e": [[1, "x"]], "w": {"a": [0, 0, 0]}, "o": {}},
+        {"e": [[1, "x"]], "o": {}},  # no "w"
+        {"e": [[1, "x"]], "w": {}, "o": {}, "c": [5, 0]},
+        {"e": {}, "w": {}, "o": {}},
+    ],
+)
+def test_stored_stamps_the_compiled_code_does_not_take_are_read_by_python(meta: dict) -> None:
+    assert _stamps.expand(meta) is None
+    assert _outcome(merge.expand_stamps, meta) == _outcome(merge.expand_stamps_python, meta)
+
+
+@compiled
+def test_stamps_the_compiled_code_does_not_take_are_written_by_python() -> None:
+    odd = {"a": (10, "m-1:0", 0)}  # a tuple, not the list the merge makes
+    assert _stamps.compact(odd, {}, None) is None  # type: ignore[arg-type]
+    assert Profile(traits={"a": 1}, written=odd).meta() == merge.compact_stamps(odd, {}, None)  # type: ignore[arg-type]
+
+
+def _outcome(function: Callable[[dict], object], meta: dict) -> object:
+    try:
+        return function(meta)
+    except (LookupError, TypeError, ValueError) as exc:
+        return type(exc)

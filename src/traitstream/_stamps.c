@@ -1,0 +1,263 @@
+/*
+ * A profile's stamps between their stored form and the merge's, in C: the workers
+ * expand every profile they load and compact every profile they write, a list per
+ * trait each way (merge.py explains both forms).
+ *
+ * ``expand(meta)`` and ``compact(written, once, cleared)`` return what
+ * ``merge.expand_stamps`` and ``Profile.meta`` return, or None for any input not
+ * of the regular shape (a stamp that is not a list of three, an index out of
+ * range, the earlier full form); the Python functions, which stay the reference,
+ * then decide and raise what they raise. tests/unit/test_merge.py compares both.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* ``[pairs[index][0], pairs[index][1], position]`` for a reference ``[index, position]``
+ * of the stored form; NULL without an error when the reference is irregular. */
+static PyObject *
+full_stamp(PyObject *pairs, PyObject *ref)
+{
+    if (!PyList_CheckExact(ref) || PyList_GET_SIZE(ref) != 2 || !PyLong_CheckExact(PyList_GET_ITEM(ref, 0))) {
+        return NULL;
+    }
+    Py_ssize_t index = PyLong_AsSsize_t(PyList_GET_ITEM(ref, 0));
+    if (index < 0 || index >= PyList_GET_SIZE(pairs)) {
+        PyErr_Clear(); /* an overflow, or a negative index: Python's own indexing rules */
+        return NULL;
+    }
+    PyObject *pair = PyList_GET_ITEM(pairs, index);
+    if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2) {
+        return NULL;
+    }
+    PyObject *stamp = PyList_New(3);
+    if (stamp == NULL) {
+        return NULL;
+    }
+    PyList_SET_ITEM(stamp, 0, Py_NewRef(PyList_GET_ITEM(pair, 0)));
+    PyList_SET_ITEM(stamp, 1, Py_NewRef(PyList_GET_ITEM(pair, 1)));
+    PyList_SET_ITEM(stamp, 2, Py_NewRef(PyList_GET_ITEM(ref, 1)));
+    return stamp;
+}
+
+/* {trait: full stamp} of a stored {trait: [index, position]}; NULL without an error
+ * when irregular. */
+static PyObject *
+full_stamps(PyObject *pairs, PyObject *refs)
+{
+    if (refs == NULL || !PyDict_CheckExact(refs)) {
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_ssize_t at = 0;
+    PyObject *trait, *ref;
+    while (PyDict_Next(refs, &at, &trait, &ref)) {
+        PyObject *stamp = full_stamp(pairs, ref);
+        if (stamp == NULL || PyDict_SetItem(out, trait, stamp) < 0) {
+            Py_XDECREF(stamp);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(stamp);
+    }
+    return out;
+}
+
+static PyObject *
+expand(PyObject *module, PyObject *meta)
+{
+    PyObject *written = NULL, *once = NULL, *cleared = NULL;
+    if (!PyDict_CheckExact(meta)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *pairs = PyDict_GetItemString(meta, "e");
+    if (pairs == NULL || !PyList_CheckExact(pairs)) {
+        Py_RETURN_NONE; /* the earlier full form, or something else: Python's to read */
+    }
+    if ((written = full_stamps(pairs, PyDict_GetItemString(meta, "w"))) == NULL ||
+        (once = full_stamps(pairs, PyDict_GetItemString(meta, "o"))) == NULL) {
+        goto irregular;
+    }
+    PyObject *clear = PyDict_GetItemString(meta, "c");
+    if (clear == NULL || clear == Py_None) {
+        cleared = Py_NewRef(Py_None);
+    } else if ((cleared = full_stamp(pairs, clear)) == NULL) {
+        goto irregular;
+    }
+    PyObject *out = PyTuple_Pack(3, written, once, cleared);
+    Py_DECREF(written);
+    Py_DECREF(once);
+    Py_DECREF(cleared);
+    return out;
+irregular:
+    Py_XDECREF(written);
+    Py_XDECREF(once);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *pairs; /* {(event time, event id): index}, in first-seen order */
+    PyObject *last_time, *last_id;
+    Py_ssize_t last_index;
+} Pairs;
+
+/* ``[index of (stamp[0], stamp[1]), stamp[2]]``; NULL without an error when the stamp
+ * is not a list of three. */
+static PyObject *
+reference(Pairs *p, PyObject *stamp)
+{
+    if (!PyList_CheckExact(stamp) || PyList_GET_SIZE(stamp) != 3) {
+        return NULL;
+    }
+    PyObject *time = PyList_GET_ITEM(stamp, 0), *id = PyList_GET_ITEM(stamp, 1);
+    Py_ssize_t index;
+    int same = 0;
+    if (p->last_time != NULL) {
+        /* One identify's stamps share their pair and mostly come one after another. */
+        int equal = PyObject_RichCompareBool(time, p->last_time, Py_EQ);
+        if (equal < 0 || (equal && (equal = PyObject_RichCompareBool(id, p->last_id, Py_EQ)) < 0)) {
+            return NULL;
+        }
+        same = equal;
+    }
+    if (same) {
+        index = p->last_index;
+    } else {
+        PyObject *key = PyTuple_Pack(2, time, id);
+        if (key == NULL) {
+            return NULL;
+        }
+        PyObject *known = PyDict_GetItemWithError(p->pairs, key);
+        if (known != NULL) {
+            index = PyLong_AsSsize_t(known);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return NULL;
+        } else {
+            index = PyDict_GET_SIZE(p->pairs);
+            PyObject *value = PyLong_FromSsize_t(index);
+            int failed = value == NULL || PyDict_SetItem(p->pairs, key, value) < 0;
+            Py_XDECREF(value);
+            if (failed) {
+                Py_DECREF(key);
+                return NULL;
+            }
+        }
+        Py_DECREF(key);
+        p->last_time = time;
+        p->last_id = id;
+        p->last_index = index;
+    }
+    PyObject *ref = PyList_New(2);
+    PyObject *number = PyLong_FromSsize_t(index);
+    if (ref == NULL || number == NULL) {
+        Py_XDECREF(ref);
+        Py_XDECREF(number);
+        return NULL;
+    }
+    PyList_SET_ITEM(ref, 0, number);
+    PyList_SET_ITEM(ref, 1, Py_NewRef(PyList_GET_ITEM(stamp, 2)));
+    return ref;
+}
+
+static PyObject *
+references(Pairs *p, PyObject *stamps)
+{
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_ssize_t at = 0;
+    PyObject *trait, *stamp;
+    while (PyDict_Next(stamps, &at, &trait, &stamp)) {
+        PyObject *ref = reference(p, stamp);
+        if (ref == NULL || PyDict_SetItem(out, trait, ref) < 0) {
+            Py_XDECREF(ref);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(ref);
+    }
+    return out;
+}
+
+static PyObject *
+compact(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        Py_RETURN_NONE;
+    }
+    Pairs p = {PyDict_New(), NULL, NULL, 0};
+    PyObject *meta = PyDict_New(), *refs = NULL, *list = NULL;
+    if (p.pairs == NULL || meta == NULL) {
+        goto fail;
+    }
+    if ((refs = references(&p, args[0])) == NULL || PyDict_SetItemString(meta, "w", refs) < 0) {
+        goto fail;
+    }
+    Py_SETREF(refs, references(&p, args[1]));
+    if (refs == NULL || PyDict_SetItemString(meta, "o", refs) < 0) {
+        goto fail;
+    }
+    if (args[2] != Py_None) {
+        Py_SETREF(refs, reference(&p, args[2]));
+        if (refs == NULL || PyDict_SetItemString(meta, "c", refs) < 0) {
+            goto fail;
+        }
+    }
+    if ((list = PyList_New(PyDict_GET_SIZE(p.pairs))) == NULL) {
+        goto fail;
+    }
+    Py_ssize_t at = 0, index = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(p.pairs, &at, &key, &value)) {
+        PyObject *pair = PyList_New(2);
+        if (pair == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(pair, 0, Py_NewRef(PyTuple_GET_ITEM(key, 0)));
+        PyList_SET_ITEM(pair, 1, Py_NewRef(PyTuple_GET_ITEM(key, 1)));
+        PyList_SET_ITEM(list, index++, pair);
+    }
+    if (PyDict_SetItemString(meta, "e", list) < 0) {
+        goto fail;
+    }
+    Py_XDECREF(refs);
+    Py_DECREF(list);
+    Py_DECREF(p.pairs);
+    return meta;
+fail:
+    Py_XDECREF(refs);
+    Py_XDECREF(list);
+    Py_XDECREF(p.pairs);
+    Py_XDECREF(meta);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"expand", expand, METH_O, "expand(meta): (written, once, cleared), or None to leave it to Python."},
+    {"compact", (PyCFunction)(void (*)(void))compact, METH_FASTCALL,
+     "compact(written, once, cleared): the stored form, or None to leave it to Python."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "traitstream._stamps", "A profile's stamps, stored and expanded, in C (see merge.py).",
+    -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__stamps(void)
+{
+    return PyModule_Create(&module);
+}
