@@ -31,6 +31,7 @@ from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
 from traitstream.metrics import WorkerMetrics
+from traitstream.runtime import collector_paused
 from traitstream.store.profiles import ApplyResult, Positioned, ProfileStore, RejectHandler
 from traitstream.worker.batch import DeadLetter, Split, next_offsets, split
 from traitstream.worker.dedupe import Deduper, claim_key
@@ -126,10 +127,12 @@ class Worker:
         try:
             self._check_lock_table()
             while not self._stop.is_set():
-                messages = self._consumer.consume(self._batch_size, self._batch_wait_s)
-                good = [m for m in messages if self._usable(m)]
-                if good:
-                    self._process(good)
+                with collector_paused():  # the batch's objects live until it commits
+                    messages = self._consumer.consume(self._batch_size, self._batch_wait_s)
+                    good = [m for m in messages if self._usable(m)]
+                    if good:
+                        self._process(good)
+                    del messages, good
                 self._report_lag()
         except _Abandoned:
             log.info("stopped during retries; the batch stays uncommitted and will be redelivered")
