@@ -3,6 +3,8 @@ bounded (never a user id, key or workspace in a label)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -133,3 +135,29 @@ class WorkerMetrics:
             "Anonymous ids seen with a user while already linked to another user (not merged)",
             registry=r,
         )
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe(amount)`` for every amount, as one increment per bucket.
+
+    The workers time every identify they apply: ``observe`` takes two locks and walks
+    the buckets in Python each time, 4% of a worker's CPU under load. This counts a
+    batch's amounts per bucket first. It reads the histogram's own bucket counters
+    (prometheus_client has no bulk observe); should they ever be missing, it falls
+    back to ``observe`` (tests/unit/test_metrics.py compares the two).
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        if amount == amount:  # NaN counts in the sum only, as with ``observe``
+            counts[bisect_left(bounds, amount)] += 1
+    total.inc(sum(amounts))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)

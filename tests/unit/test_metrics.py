@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from traitstream.metrics import EdgeMetrics, WorkerMetrics
+from traitstream.metrics import E2E_BUCKETS, EdgeMetrics, WorkerMetrics, observe_many
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,3 +168,41 @@ def test_operations_files_name_only_exported_metrics(path: str) -> None:
     used = set(re.findall(r"\btraitstream_[a-z0-9_]+", text))
     assert used, f"{path} names no metric"
     assert used <= exported_names(), f"{path} names metrics nobody exports: {sorted(used - exported_names())}"
+
+
+def _samples(histogram: Histogram) -> dict[str, float]:
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for metric in histogram.collect()
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [[], [0.0], [0.01, 0.011, 0.5, 0.75, 0.76, 60.0, 61.0, 1e9], [float("nan"), 0.2], [-1.0, 0.01] * 50],
+)
+def test_observe_many_is_observe_for_each(amounts: list[float]) -> None:
+    one_by_one = Histogram("h", "h", buckets=E2E_BUCKETS, registry=CollectorRegistry())
+    for amount in amounts:
+        one_by_one.observe(amount)
+    at_once = Histogram("h", "h", buckets=E2E_BUCKETS, registry=CollectorRegistry())
+    observe_many(at_once, amounts)
+    expected, got = _samples(one_by_one), _samples(at_once)
+    assert expected.keys() == got.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, nan_ok=True), key
+
+
+def test_observe_many_falls_back_to_observe_without_the_bucket_counters() -> None:
+    class Plain:
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, amount: float) -> None:
+            self.seen.append(amount)
+
+    plain = Plain()
+    observe_many(plain, [0.1, 2.0])  # type: ignore[arg-type]
+    assert plain.seen == [0.1, 2.0]

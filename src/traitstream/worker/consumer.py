@@ -30,7 +30,7 @@ from traitstream.avro import v1
 from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
-from traitstream.metrics import WorkerMetrics
+from traitstream.metrics import WorkerMetrics, observe_many
 from traitstream.runtime import collector_paused
 from traitstream.store.profiles import ApplyResult, Positioned, ProfileStore, RejectHandler
 from traitstream.worker.batch import DeadLetter, Split, next_offsets, split
@@ -266,8 +266,9 @@ class Worker:
             m.dead_letters.labels("profile_too_large").inc(len(result.rejected))
         if result.conflicts:
             m.merge_conflicts.inc(result.conflicts)
-        for event in result.applied:
-            m.end_to_end_seconds.observe(max(0.0, now - event.received_time_ms / 1000))
+        observe_many(
+            m.end_to_end_seconds, [max(0.0, now - e.received_time_ms / 1000) for e in result.applied]
+        )
         m.batch_size.observe(len(messages))
         m.batch_seconds.observe(time.perf_counter() - started)
         log.info(
