@@ -1,0 +1,27 @@
+"""Profile ids: the same on every machine and in every release."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from traitstream.events import PROFILE_NAMESPACE, anonymous_profile_id, user_profile_id
+
+
+@pytest.mark.parametrize(
+    "name", ["u1", "bench-user-00001234", "", "é中😀", "a" * 255, "\x00", "x\x1fuser\x1fy"]
+)
+def test_profile_ids_are_uuid5_of_workspace_and_id(name: str) -> None:
+    for made, expected in (
+        (user_profile_id("ws", name), uuid.uuid5(PROFILE_NAMESPACE, f"ws\x1fuser\x1f{name}")),
+        (anonymous_profile_id("ws", name), uuid.uuid5(PROFILE_NAMESPACE, f"ws\x1fanonymous\x1f{name}")),
+    ):
+        assert made == expected
+        assert (made.version, made.variant, made.is_safe) == (5, uuid.RFC_4122, expected.is_safe)
+        assert str(made) == str(expected) and hash(made) == hash(expected)
+
+
+def test_profile_ids_do_not_change_between_releases() -> None:
+    """Stored rows are keyed by these ids: a release that made others would orphan them."""
+    assert str(user_profile_id("acme", "user-42")) == "f54e4711-0567-5ed0-be93-48bf21c8d3b0"
