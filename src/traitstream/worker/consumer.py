@@ -26,12 +26,11 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from traitstream.avro import v1
 from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
 from traitstream.metrics import WorkerMetrics, observe_many
-from traitstream.runtime import collector_paused
+from traitstream.runtime import collector_paused, warn_if_not_compiled
 from traitstream.store.profiles import ApplyResult, Positioned, ProfileStore, RejectHandler
 from traitstream.worker.batch import DeadLetter, Split, next_offsets, split
 from traitstream.worker.dedupe import Deduper, claim_key
@@ -123,7 +122,8 @@ class Worker:
 
     def run(self) -> None:
         self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("worker started", extra={"topic": self._topic, "compiled_codec": v1.COMPILED})
+        log.info("worker started", extra={"topic": self._topic})
+        warn_if_not_compiled()
         try:
             self._check_lock_table()
             while not self._stop.is_set():
