@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -52,6 +53,14 @@ class Operation(NamedTuple):
     op: Op
     trait: str | None = None
     value: JSON = None
+
+
+def set_operations(traits: Iterable[tuple[str, JSON]]) -> tuple[Operation, ...]:
+    """A ``set`` for each (name, value), in order: what every dialect makes of a plain
+    traits object. Built as ``tuple.__new__`` would: a named tuple's own ``__new__`` is
+    a Python function that binds its arguments, twice the cost, once per trait."""
+    new, operation, kind = tuple.__new__, Operation, Op.SET
+    return tuple([new(operation, (kind, name, value)) for name, value in traits])
 
 
 class IdentifyEvent(NamedTuple):

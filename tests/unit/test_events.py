@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 
-from traitstream.events import PROFILE_NAMESPACE, anonymous_profile_id, user_profile_id
+from traitstream.events import (
+    PROFILE_NAMESPACE,
+    Op,
+    Operation,
+    anonymous_profile_id,
+    set_operations,
+    user_profile_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,3 +32,15 @@ def test_profile_ids_are_uuid5_of_workspace_and_id(name: str) -> None:
 def test_profile_ids_do_not_change_between_releases() -> None:
     """Stored rows are keyed by these ids: a release that made others would orphan them."""
     assert str(user_profile_id("acme", "user-42")) == "f54e4711-0567-5ed0-be93-48bf21c8d3b0"
+
+
+def test_set_operations_are_sets_in_order() -> None:
+    made = set_operations([("plan", "pro"), ("seats", 3), ("plan", None)])
+    assert made == (
+        Operation(Op.SET, "plan", "pro"),
+        Operation(Op.SET, "seats", 3),
+        Operation(Op.SET, "plan", None),
+    )
+    assert all(type(operation) is Operation for operation in made)
+    assert made[1].trait == "seats" and made[1].value == 3
+    assert set_operations({}.items()) == ()

@@ -33,7 +33,7 @@ from traitstream.dialects.common import (
     type_name,
 )
 from traitstream.errors import InvalidRequest
-from traitstream.events import JSON, IdentifyEvent, Op, Operation
+from traitstream.events import JSON, IdentifyEvent, Op, Operation, set_operations
 
 DIALECT = "amplitude"
 IDENTIFY_EVENT = "$identify"
@@ -301,7 +301,7 @@ def user_property_operations(properties: JSON, where: str) -> list[Operation]:
         )
     check_value(properties, where)
     if not any(key.startswith("$") for key in properties):
-        return [Operation(Op.SET, name, value) for name, value in properties.items()]
+        return list(set_operations(properties.items()))
     operations = [Operation(Op.CLEAR_ALL)] if "$clearAll" in properties else []
     for key, value in properties.items():
         op = OPERATIONS.get(key)

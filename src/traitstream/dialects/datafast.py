@@ -21,7 +21,7 @@ from traitstream.dialects.common import (
     type_name,
 )
 from traitstream.errors import InvalidRequest
-from traitstream.events import IdentifyEvent, Op, Operation, user_profile_id
+from traitstream.events import IdentifyEvent, set_operations, user_profile_id
 
 DIALECT = "datafast"
 IDS = ("user_id", "datafast_visitor_id")
@@ -53,7 +53,7 @@ def parse(body: bytes, envelope: Envelope, website_id: str | None = None) -> Ide
         )
     # The body is the traits object here, so depth counts from it.
     check_value(item, "body")
-    operations = [Operation(Op.SET, name, value) for name, value in item.items() if name not in IDS]
+    operations = set_operations((name, value) for name, value in item.items() if name not in IDS)
     event = IdentifyEvent(
         workspace_id=envelope.workspace_id,
         user_id=user_id,
@@ -63,6 +63,6 @@ def parse(body: bytes, envelope: Envelope, website_id: str | None = None) -> Ide
         received_time_ms=envelope.received_time_ms,
         response_id=envelope.response_id,
         context=None if website_id is None else {WEBSITE_CONTEXT: website_id},
-        operations=tuple(operations),
+        operations=operations,
     )
     return Identified(event, str(user_profile_id(envelope.workspace_id, user_id)))

@@ -32,7 +32,7 @@ from traitstream.dialects.common import (
 )
 from traitstream.dialects.traits import SEGMENT_TYPED, check_typed
 from traitstream.errors import InvalidRequest, LimitExceeded
-from traitstream.events import JSON, IdentifyEvent, Op, Operation
+from traitstream.events import JSON, IdentifyEvent, set_operations
 
 DIALECT = "segment"
 MAX_EVENT_BYTES = 32 * 1024
@@ -153,7 +153,7 @@ def _identify(
         event_index=index,
         dedupe_key=_id(message, "messageId", where),
         context=context,
-        operations=tuple(Operation(Op.SET, name, value) for name, value in traits.items()),
+        operations=set_operations(traits.items()),
     )
 
 

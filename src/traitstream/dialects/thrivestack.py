@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from itertools import repeat
 from typing import Any
 
 from traitstream.dialects.common import (
@@ -20,7 +19,7 @@ from traitstream.dialects.common import (
     required_id,
 )
 from traitstream.dialects.traits import check_typed
-from traitstream.events import IdentifyEvent, Op, Operation
+from traitstream.events import IdentifyEvent, set_operations
 
 DIALECT = "thrivestack"
 
@@ -63,5 +62,5 @@ def _event(item: dict[str, Any], where: str, index: int, envelope: Envelope) -> 
         event_index=index,
         dedupe_key=message_id,
         context=optional_object(item, "context", where),
-        operations=tuple(map(Operation, repeat(Op.SET), traits, traits.values())),
+        operations=set_operations(traits.items()),
     )
