@@ -1,7 +1,7 @@
 """The compiled parts of traitstream; everything else is declared in pyproject.toml.
 
 Three C extensions mirror Python functions on the workers' and the edge's hot
-paths: ``avro/_v1c.c`` (the v1 record's codec), ``_stamps.c`` (a profile's stamps)
+paths: ``avro/_v1c.c`` (the v1 record's codec), ``_merge.c`` (the merge's per-trait loops)
 and ``worker/_sizing.c`` (the planner's size bound). ``optional``: without a C
 compiler the install still succeeds, and the Python functions serve alone
 (``traitstream.runtime.missing_extensions()`` names any that were not built).
@@ -16,7 +16,7 @@ setup(
         Extension(name, [source], extra_compile_args=_FLAGS, optional=True)
         for name, source in [
             ("traitstream.avro._v1c", "src/traitstream/avro/_v1c.c"),
-            ("traitstream._stamps", "src/traitstream/_stamps.c"),
+            ("traitstream._merge", "src/traitstream/_merge.c"),
             ("traitstream.worker._sizing", "src/traitstream/worker/_sizing.c"),
         ]
     ]

@@ -27,15 +27,19 @@ from typing import Any
 from traitstream.events import JSON, IdentifyEvent, Op, Operation
 
 try:
-    from traitstream import _stamps
+    from traitstream import _merge
 except ImportError:  # installed without a C compiler: the Python functions below serve alone
-    _stamps = None  # type: ignore[assignment]
+    _merge = None  # type: ignore[assignment]
 
-COMPILED = _stamps is not None
-"""Whether stamps are expanded and compacted in C (``_stamps.c``)."""
+COMPILED = _merge is not None
+"""Whether the per-trait loops run in C (``_merge.c``): applying an event's sets,
+expanding and compacting stamps."""
 
 _SET = Op.SET
 """An enum member read from the class costs a descriptor call; the hot loops use this."""
+
+if _merge is not None:
+    _merge.bind(_SET)
 
 Stamp = list[int | str]
 """``[event time ms, event id, op index]``. A list, not a tuple: lists compare element
@@ -161,12 +165,16 @@ class Profile:
 
     def apply_event(self, event: IdentifyEvent) -> None:
         event_time, event_id = event.event_time_ms, event.event_id
-        for index, operation in enumerate(event.operations):
-            trait = operation.trait
-            if operation.op is _SET and trait is not None:  # nearly every operation
-                self.set_value(trait, operation.value, [event_time, event_id, index])
-            else:
-                self.apply(operation, [event_time, event_id, index])
+        operations = event.operations
+        if _merge is not None and type(operations) is tuple:
+            _merge.apply_operations(self, operations, event_time, event_id)  # this loop, in C
+        else:
+            for index, operation in enumerate(operations):
+                trait = operation.trait
+                if operation.op is _SET and trait is not None:  # nearly every operation
+                    self.set_value(trait, operation.value, [event_time, event_id, index])
+                else:
+                    self.apply(operation, [event_time, event_id, index])
         created = event.profile_created_at_ms
         if created is None:
             created = event.event_time_ms
@@ -204,8 +212,8 @@ class Profile:
 
         A profile written by one identify thus stores its event id once rather than
         once per trait, and its stamps take about a third of the room."""
-        if _stamps is not None:
-            compact = _stamps.compact(self.written, self.once, self.cleared)
+        if _merge is not None:
+            compact = _merge.compact(self.written, self.once, self.cleared)
             if compact is not None:
                 return compact
         return compact_stamps(self.written, self.once, self.cleared)
@@ -231,7 +239,7 @@ class Profile:
 
 
 def compact_stamps(written: dict[str, Stamp], once: dict[str, Stamp], cleared: Stamp | None) -> Stored:
-    """``Profile.meta`` in Python: the reference of ``_stamps.compact``."""
+    """``Profile.meta`` in Python: the reference of ``_merge.compact``."""
     pairs: dict[tuple[int | str, int | str], int] = {}
     index = pairs.setdefault  # an existing pair's index, or the next one for a new pair
     meta: Stored = {
@@ -246,15 +254,15 @@ def compact_stamps(written: dict[str, Stamp], once: dict[str, Stamp], cleared: S
 
 def expand_stamps(meta: Stored) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None]:
     """The written, set_once and clear_all stamps of a stored ``meta``, in full."""
-    if _stamps is not None:
-        expanded = _stamps.expand(meta)
+    if _merge is not None:
+        expanded = _merge.expand(meta)
         if expanded is not None:
             return expanded
     return expand_stamps_python(meta)
 
 
 def expand_stamps_python(meta: Stored) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None]:
-    """``expand_stamps`` in Python: the reference of ``_stamps.expand``."""
+    """``expand_stamps`` in Python: the reference of ``_merge.expand``."""
     pairs = meta.get("e")
     if pairs is None:  # every stamp written out
         return dict(meta.get("w", {})), dict(meta.get("o", {})), meta.get("c")

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 GEN0_THRESHOLD = 50_000
 
-EXTENSIONS = ("traitstream.avro._v1c", "traitstream._stamps", "traitstream.worker._sizing")
+EXTENSIONS = ("traitstream.avro._v1c", "traitstream._merge", "traitstream.worker._sizing")
 """The C extensions that setup.py builds: each mirrors Python functions of the hot paths."""
 
 

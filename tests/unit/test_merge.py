@@ -15,9 +15,9 @@ from traitstream.events import IdentifyEvent, Op, Operation
 from traitstream.merge import Profile
 
 try:
-    from traitstream import _stamps
+    from traitstream import _merge
 except ImportError:
-    _stamps = None  # type: ignore[assignment]
+    _merge = None  # type: ignore[assignment]
 
 
 def event(t: int, *ops: Operation, eid: str | None = None, created: int | None = None) -> IdentifyEvent:
@@ -300,12 +300,12 @@ compiled = pytest.mark.skipif(not merge.COMPILED, reason="the C extension was no
 def test_compiled_stamps_are_the_python_stamps(data: st.DataObject) -> None:
     """Both ways, on profiles of random histories, with orjson between as in the store."""
     profile = apply_all(data.draw(histories(order_safe_ops())))
-    stored = _stamps.compact(profile.written, profile.once, profile.cleared)
+    stored = _merge.compact(profile.written, profile.once, profile.cleared)
     python = merge.compact_stamps(profile.written, profile.once, profile.cleared)
     assert stored == python
     assert orjson.dumps(stored) == orjson.dumps(python)  # the same text: keys in the same order
     loaded = orjson.loads(orjson.dumps(stored))
-    assert _stamps.expand(loaded) == merge.expand_stamps_python(loaded)
+    assert _merge.expand(loaded) == merge.expand_stamps_python(loaded)
 
 
 @compiled
@@ -324,14 +324,14 @@ def test_compiled_stamps_are_the_python_stamps(data: st.DataObject) -> None:
     ],
 )
 def test_stored_stamps_the_compiled_code_does_not_take_are_read_by_python(meta: dict) -> None:
-    assert _stamps.expand(meta) is None
+    assert _merge.expand(meta) is None
     assert _outcome(merge.expand_stamps, meta) == _outcome(merge.expand_stamps_python, meta)
 
 
 @compiled
 def test_stamps_the_compiled_code_does_not_take_are_written_by_python() -> None:
     odd = {"a": (10, "m-1:0", 0)}  # a tuple, not the list the merge makes
-    assert _stamps.compact(odd, {}, None) is None  # type: ignore[arg-type]
+    assert _merge.compact(odd, {}, None) is None  # type: ignore[arg-type]
     assert Profile(traits={"a": 1}, written=odd).meta() == merge.compact_stamps(odd, {}, None)  # type: ignore[arg-type]
 
 
@@ -340,3 +340,31 @@ def _outcome(function: Callable[[dict], object], meta: dict) -> object:
         return function(meta)
     except (LookupError, TypeError, ValueError) as exc:
         return type(exc)
+
+
+@st.composite
+def any_ops(draw: st.DrawFn) -> Operation:
+    kind = draw(st.sampled_from(list(Op)))
+    if kind is Op.CLEAR_ALL:
+        return Operation(kind)
+    if kind is Op.ADD:
+        return Operation(kind, draw(TRAITS), draw(st.integers(-5, 5) | st.floats(-2, 2)))
+    return Operation(kind, draw(TRAITS), None if kind is Op.UNSET else draw(VALUES))
+
+
+@compiled
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_compiled_events_apply_as_the_python_loop_applies_them(data: st.DataObject) -> None:
+    """Every kind of operation, in any order, on a profile loaded from storage or not."""
+    history = data.draw(histories(any_ops()))
+    start = apply_all(data.draw(histories(order_safe_ops())))
+    compiled_profile = Profile.from_stored(start.traits, start.meta(), start.created_at_ms)
+    for e in history:
+        compiled_profile.apply_event(e)
+    with pytest.MonkeyPatch.context() as python_only:
+        python_only.setattr(merge, "_merge", None)
+        python_profile = Profile.from_stored(start.traits, start.meta(), start.created_at_ms)
+        for e in history:
+            python_profile.apply_event(e)
+    assert compiled_profile == python_profile

@@ -1,13 +1,18 @@
 /*
- * A profile's stamps between their stored form and the merge's, in C: the workers
- * expand every profile they load and compact every profile they write, a list per
- * trait each way (merge.py explains both forms).
+ * The merge's per-trait loops in C (merge.py states the rules): the workers run
+ * them for every identify they apply and every profile they load and write.
  *
- * ``expand(meta)`` and ``compact(written, once, cleared)`` return what
- * ``merge.expand_stamps`` and ``Profile.meta`` return, or None for any input not
- * of the regular shape (a stamp that is not a list of three, an index out of
- * range, the earlier full form); the Python functions, which stay the reference,
- * then decide and raise what they raise. tests/unit/test_merge.py compares both.
+ * - ``apply_operations(profile, operations, time, id)``: the loop of
+ *   ``Profile.apply_event``. Sets are applied here; any other operation is handed
+ *   to ``profile.apply``, the Python method, in its turn.
+ * - ``expand(meta)`` and ``compact(written, once, cleared)``: a profile's stamps
+ *   between their stored form and the merge's, a list per trait each way. They
+ *   return what ``merge.expand_stamps_python`` and ``merge.compact_stamps`` return,
+ *   or None for any input not of the regular shape (a stamp that is not a list of
+ *   three, an index out of range, the earlier full form); the Python functions
+ *   then decide and raise what they raise.
+ *
+ * The Python functions stay the reference; tests/unit/test_merge.py compares both.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -244,7 +249,143 @@ fail:
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------------------------- */
+
+static PyObject *Set; /* Op.SET, set by bind() */
+
+/* The profile's attribute ``name``, which must be a dict (borrowed from ``slot``). */
+static int
+dict_attribute(PyObject *profile, const char *name, PyObject **slot)
+{
+    PyObject *value = PyObject_GetAttrString(profile, name);
+    if (value == NULL) {
+        return -1;
+    }
+    Py_DECREF(value); /* the profile keeps it alive while this runs */
+    if (!PyDict_CheckExact(value)) {
+        PyErr_Format(PyExc_TypeError, "profile.%s is not a dict", name);
+        return -1;
+    }
+    *slot = value;
+    return 0;
+}
+
+typedef struct {
+    PyObject *traits, *written, *once, *cleared; /* borrowed from the profile */
+} State;
+
+static int
+read_state(PyObject *profile, State *state)
+{
+    if (dict_attribute(profile, "traits", &state->traits) < 0 ||
+        dict_attribute(profile, "written", &state->written) < 0 || dict_attribute(profile, "once", &state->once) < 0) {
+        return -1;
+    }
+    PyObject *cleared = PyObject_GetAttrString(profile, "cleared");
+    if (cleared == NULL) {
+        return -1;
+    }
+    Py_DECREF(cleared);
+    state->cleared = cleared;
+    return 0;
+}
+
+/* ``Profile.set_value``: the newer write wins, by stamp. */
+static int
+set_value(State *state, PyObject *trait, PyObject *value, PyObject *stamp)
+{
+    PyObject *previous = PyDict_GetItemWithError(state->written, trait);
+    if (previous == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (state->cleared != Py_None) {
+        int older = previous == NULL ? 1 : PyObject_RichCompareBool(previous, state->cleared, Py_LT);
+        if (older < 0) {
+            return -1;
+        }
+        if (older) {
+            previous = state->cleared;
+        }
+    }
+    if (previous != NULL) {
+        int newer = PyObject_RichCompareBool(stamp, previous, Py_GT);
+        if (newer <= 0) {
+            return newer;
+        }
+    }
+    if (PyDict_SetItem(state->traits, trait, value) < 0 || PyDict_SetItem(state->written, trait, stamp) < 0) {
+        return -1;
+    }
+    if (PyDict_GET_SIZE(state->once) > 0) { /* once.pop(trait, None) */
+        int has = PyDict_Contains(state->once, trait);
+        if (has < 0 || (has && PyDict_DelItem(state->once, trait) < 0)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+apply_operations(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (Set == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "traitstream._merge: bind() was not called");
+        return NULL;
+    }
+    if (nargs != 4 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "apply_operations(profile, operations: tuple, time, id)");
+        return NULL;
+    }
+    PyObject *profile = args[0], *operations = args[1], *time = args[2], *id = args[3];
+    State state;
+    if (read_state(profile, &state) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t index = 0; index < PyTuple_GET_SIZE(operations); index++) {
+        PyObject *operation = PyTuple_GET_ITEM(operations, index);
+        if (!PyTuple_Check(operation) || PyTuple_GET_SIZE(operation) != 3) {
+            PyErr_SetString(PyExc_TypeError, "an operation is not an Operation");
+            return NULL;
+        }
+        PyObject *stamp = PyList_New(3);
+        PyObject *position = PyLong_FromSsize_t(index);
+        if (stamp == NULL || position == NULL) {
+            Py_XDECREF(stamp);
+            Py_XDECREF(position);
+            return NULL;
+        }
+        PyList_SET_ITEM(stamp, 0, Py_NewRef(time));
+        PyList_SET_ITEM(stamp, 1, Py_NewRef(id));
+        PyList_SET_ITEM(stamp, 2, position);
+        PyObject *trait = PyTuple_GET_ITEM(operation, 1);
+        int failed;
+        if (PyTuple_GET_ITEM(operation, 0) == Set && trait != Py_None) {
+            failed = set_value(&state, trait, PyTuple_GET_ITEM(operation, 2), stamp) < 0;
+        } else {
+            /* Anything else in Python, which may replace the profile's dicts. */
+            PyObject *done = PyObject_CallMethod(profile, "apply", "OO", operation, stamp);
+            failed = done == NULL || read_state(profile, &state) < 0;
+            Py_XDECREF(done);
+        }
+        Py_DECREF(stamp);
+        if (failed) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+bind(PyObject *module, PyObject *set)
+{
+    Py_XSETREF(Set, Py_NewRef(set));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"bind", bind, METH_O, "bind(Op.SET)"},
+    {"apply_operations", (PyCFunction)(void (*)(void))apply_operations, METH_FASTCALL,
+     "apply_operations(profile, operations, time, id): Profile.apply_event's loop."},
     {"expand", expand, METH_O, "expand(meta): (written, once, cleared), or None to leave it to Python."},
     {"compact", (PyCFunction)(void (*)(void))compact, METH_FASTCALL,
      "compact(written, once, cleared): the stored form, or None to leave it to Python."},
@@ -252,12 +393,12 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "traitstream._stamps", "A profile's stamps, stored and expanded, in C (see merge.py).",
+    PyModuleDef_HEAD_INIT, "traitstream._merge", "The merge's per-trait loops in C (see merge.py).",
     -1, methods,
 };
 
 PyMODINIT_FUNC
-PyInit__stamps(void)
+PyInit__merge(void)
 {
     return PyModule_Create(&module);
 }

@@ -1,0 +1,15 @@
+"""Types of the compiled merge loops (``_merge.c``); ``merge.py`` documents and uses it."""
+
+from typing import Any
+
+from traitstream.events import Op, Operation
+from traitstream.merge import Profile
+
+Stamp = list[int | str]
+
+def expand(meta: dict[str, Any], /) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None] | None: ...
+def compact(
+    written: dict[str, Stamp], once: dict[str, Stamp], cleared: Stamp | None, /
+) -> dict[str, Any] | None: ...
+def bind(set_: Op, /) -> None: ...
+def apply_operations(profile: Profile, operations: tuple[Operation, ...], time: int, id: str, /) -> None: ...
