@@ -20,8 +20,9 @@
 /* ``[pairs[index][0], pairs[index][1], position]`` for a reference ``[index, position]``
  * of the stored form; NULL without an error when the reference is irregular. */
 static PyObject *
-full_stamp(PyObject *pairs, PyObject *ref)
+full_stamp(void *context, PyObject *ref)
 {
+    PyObject *pairs = context;
     if (!PyList_CheckExact(ref) || PyList_GET_SIZE(ref) != 2 || !PyLong_CheckExact(PyList_GET_ITEM(ref, 0))) {
         return NULL;
     }
@@ -44,12 +45,12 @@ full_stamp(PyObject *pairs, PyObject *ref)
     return stamp;
 }
 
-/* {trait: full stamp} of a stored {trait: [index, position]}; NULL without an error
- * when irregular. */
+/* {key: convert(context, value)} for a dict; NULL, with an error set or not (an
+ * irregular value), when a conversion fails. */
 static PyObject *
-full_stamps(PyObject *pairs, PyObject *refs)
+map_values(PyObject *dict, PyObject *(*convert)(void *, PyObject *), void *context)
 {
-    if (refs == NULL || !PyDict_CheckExact(refs)) {
+    if (dict == NULL || !PyDict_CheckExact(dict)) {
         return NULL;
     }
     PyObject *out = PyDict_New();
@@ -57,15 +58,15 @@ full_stamps(PyObject *pairs, PyObject *refs)
         return NULL;
     }
     Py_ssize_t at = 0;
-    PyObject *trait, *ref;
-    while (PyDict_Next(refs, &at, &trait, &ref)) {
-        PyObject *stamp = full_stamp(pairs, ref);
-        if (stamp == NULL || PyDict_SetItem(out, trait, stamp) < 0) {
-            Py_XDECREF(stamp);
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &at, &key, &value)) {
+        PyObject *converted = convert(context, value);
+        if (converted == NULL || PyDict_SetItem(out, key, converted) < 0) {
+            Py_XDECREF(converted);
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(stamp);
+        Py_DECREF(converted);
     }
     return out;
 }
@@ -81,8 +82,8 @@ expand(PyObject *module, PyObject *meta)
     if (pairs == NULL || !PyList_CheckExact(pairs)) {
         Py_RETURN_NONE; /* the earlier full form, or something else: Python's to read */
     }
-    if ((written = full_stamps(pairs, PyDict_GetItemString(meta, "w"))) == NULL ||
-        (once = full_stamps(pairs, PyDict_GetItemString(meta, "o"))) == NULL) {
+    if ((written = map_values(PyDict_GetItemString(meta, "w"), full_stamp, pairs)) == NULL ||
+        (once = map_values(PyDict_GetItemString(meta, "o"), full_stamp, pairs)) == NULL) {
         goto irregular;
     }
     PyObject *clear = PyDict_GetItemString(meta, "c");
@@ -116,8 +117,9 @@ typedef struct {
 /* ``[index of (stamp[0], stamp[1]), stamp[2]]``; NULL without an error when the stamp
  * is not a list of three. */
 static PyObject *
-reference(Pairs *p, PyObject *stamp)
+reference(void *context, PyObject *stamp)
 {
+    Pairs *p = context;
     if (!PyList_CheckExact(stamp) || PyList_GET_SIZE(stamp) != 3) {
         return NULL;
     }
@@ -173,27 +175,6 @@ reference(Pairs *p, PyObject *stamp)
 }
 
 static PyObject *
-references(Pairs *p, PyObject *stamps)
-{
-    PyObject *out = PyDict_New();
-    if (out == NULL) {
-        return NULL;
-    }
-    Py_ssize_t at = 0;
-    PyObject *trait, *stamp;
-    while (PyDict_Next(stamps, &at, &trait, &stamp)) {
-        PyObject *ref = reference(p, stamp);
-        if (ref == NULL || PyDict_SetItem(out, trait, ref) < 0) {
-            Py_XDECREF(ref);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(ref);
-    }
-    return out;
-}
-
-static PyObject *
 compact(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
@@ -204,10 +185,10 @@ compact(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (p.pairs == NULL || meta == NULL) {
         goto fail;
     }
-    if ((refs = references(&p, args[0])) == NULL || PyDict_SetItemString(meta, "w", refs) < 0) {
+    if ((refs = map_values(args[0], reference, &p)) == NULL || PyDict_SetItemString(meta, "w", refs) < 0) {
         goto fail;
     }
-    Py_SETREF(refs, references(&p, args[1]));
+    Py_SETREF(refs, map_values(args[1], reference, &p));
     if (refs == NULL || PyDict_SetItemString(meta, "o", refs) < 0) {
         goto fail;
     }

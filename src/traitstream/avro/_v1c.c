@@ -710,10 +710,11 @@ put_symbol(Buffer *b, PyObject *index, PyObject *member, long *found)
     return put_long(b, *found);
 }
 
+/* An Avro array of ``items``, each written by ``put_item``: one block, then the end. */
 static int
-put_array_of_strings(Buffer *b, PyObject *items)
+put_array(Buffer *b, PyObject *items, int (*put_item)(Buffer *, PyObject *))
 {
-    PyObject *fast = PySequence_Fast(items, "anonymous_ids is not a sequence");
+    PyObject *fast = PySequence_Fast(items, "an array field is not a sequence");
     if (fast == NULL) {
         return -1;
     }
@@ -722,7 +723,7 @@ put_array_of_strings(Buffer *b, PyObject *items)
     if (count > 0) {
         failed = put_long(b, count) < 0;
         for (Py_ssize_t i = 0; i < count && !failed; i++) {
-            failed = put_string(b, PySequence_Fast_GET_ITEM(fast, i)) < 0;
+            failed = put_item(b, PySequence_Fast_GET_ITEM(fast, i)) < 0;
         }
     }
     Py_DECREF(fast);
@@ -753,7 +754,7 @@ put_event(Buffer *b, PyObject *event)
     PyObject **f = ((PyTupleObject *)event)->ob_item;
     long kind;
     if (put_symbol(b, KindIndex, f[F_KIND], &kind) < 0 || put_string(b, f[F_WORKSPACE_ID]) < 0 ||
-        put_optional_string(b, f[F_USER_ID]) < 0 || put_array_of_strings(b, f[F_ANONYMOUS_IDS]) < 0 ||
+        put_optional_string(b, f[F_USER_ID]) < 0 || put_array(b, f[F_ANONYMOUS_IDS], put_string) < 0 ||
         put_string(b, f[F_DIALECT]) < 0 || put_int(b, f[F_EVENT_TIME]) < 0 ||
         put_int(b, f[F_RECEIVED_TIME]) < 0) {
         return -1;
@@ -772,20 +773,7 @@ put_event(Buffer *b, PyObject *event)
     if (f[F_CONTEXT] == Py_None ? put_byte(b, 0) < 0 : put_some_json(b, f[F_CONTEXT]) < 0) {
         return -1;
     }
-    PyObject *operations = PySequence_Fast(f[F_OPERATIONS], "operations is not a sequence");
-    if (operations == NULL) {
-        return -1;
-    }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(operations);
-    int failed = 0;
-    if (count > 0) {
-        failed = put_long(b, count) < 0;
-        for (Py_ssize_t i = 0; i < count && !failed; i++) {
-            failed = put_operation(b, PySequence_Fast_GET_ITEM(operations, i)) < 0;
-        }
-    }
-    Py_DECREF(operations);
-    return failed || put_byte(b, 0) < 0 ? -1 : 0;
+    return put_array(b, f[F_OPERATIONS], put_operation);
 }
 
 static PyObject *
