@@ -58,7 +58,7 @@ def collector_paused() -> Iterator[None]:
     worker's CPU under load went to the collector, which found nothing (a batch's
     objects form no cycles; reference counting frees them when it ends). Around a
     batch, the collector waits until the batch is gone. What a batch leaves in
-    cycles (an exception's traceback, in retries) is collected after it.
+    cycles is collected after it (and during a batch's retries, by the worker).
     """
     if not gc.isenabled():
         yield

@@ -157,7 +157,7 @@ def test_the_undo_script_leaves_out_what_the_first_form_left_out(database_before
     assert compact is not None
     with psycopg.connect(url) as conn:
         conn.execute(UNDO_0005.read_text("utf-8").encode())
-    _traits, first_form, _merge = stored_row(url)
+    _traits, first_form, _stamps = stored_row(url)
     assert first_form == {
         "w": {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0", 0]},
         "o": {"region": [1500, "r0:0", 1]},

@@ -13,6 +13,7 @@ stalling its partition.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import logging
 import random
@@ -374,6 +375,9 @@ class Worker:
                 # restart of a dependency) do not all come back at the same moment.
                 pause = delay * random.uniform(0.5, 1.0)
                 log.warning("transient failure, retrying in %.1fs: %s", pause, exc)
+                # The collector is paused during a batch, and an outage can keep one in
+                # retries for hours: what each failed attempt left in cycles goes now.
+                gc.collect()
                 if self._stop.wait(pause):
                     raise _Abandoned from exc
                 delay = min(delay * 2, _BACKOFF_MAX_S)
