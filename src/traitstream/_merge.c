@@ -232,7 +232,8 @@ fail:
 
 /* ---------------------------------------------------------------------------------- */
 
-static PyObject *Set; /* Op.SET, set by bind() */
+static PyObject *Set;           /* Op.SET, set by bind() */
+static PyObject *OperationType; /* traitstream.events.Operation, set by bind() */
 
 /* The profile's attribute ``name``, which must be a dict (borrowed from ``slot``). */
 static int
@@ -324,7 +325,7 @@ apply_operations(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t index = 0; index < PyTuple_GET_SIZE(operations); index++) {
         PyObject *operation = PyTuple_GET_ITEM(operations, index);
-        if (!PyTuple_Check(operation) || PyTuple_GET_SIZE(operation) != 3) {
+        if (!PyObject_TypeCheck(operation, (PyTypeObject *)OperationType) || PyTuple_GET_SIZE(operation) != 3) {
             PyErr_SetString(PyExc_TypeError, "an operation is not an Operation");
             return NULL;
         }
@@ -357,14 +358,19 @@ apply_operations(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-bind(PyObject *module, PyObject *set)
+bind(PyObject *module, PyObject *args)
 {
+    PyObject *set, *operation;
+    if (!PyArg_ParseTuple(args, "OO!", &set, &PyType_Type, &operation)) {
+        return NULL;
+    }
     Py_XSETREF(Set, Py_NewRef(set));
+    Py_XSETREF(OperationType, Py_NewRef(operation));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"bind", bind, METH_O, "bind(Op.SET)"},
+    {"bind", bind, METH_VARARGS, "bind(Op.SET, Operation)"},
     {"apply_operations", (PyCFunction)(void (*)(void))apply_operations, METH_FASTCALL,
      "apply_operations(profile, operations, time, id): Profile.apply_event's loop."},
     {"expand", expand, METH_O, "expand(meta): (written, once, cleared), or None to leave it to Python."},

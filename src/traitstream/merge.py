@@ -39,7 +39,7 @@ _SET = Op.SET
 """An enum member read from the class costs a descriptor call; the hot loops use this."""
 
 if _merge is not None:
-    _merge.bind(_SET)
+    _merge.bind(_SET, Operation)
 
 Stamp = list[int | str]
 """``[event time ms, event id, op index]``. A list, not a tuple: lists compare element

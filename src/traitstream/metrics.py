@@ -4,7 +4,7 @@ bounded (never a user id, key or workspace in a label)."""
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -137,7 +137,7 @@ class WorkerMetrics:
         )
 
 
-def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
     """``histogram.observe(amount)`` for every amount, as one increment per bucket.
 
     The workers time every identify they apply: ``observe`` takes two locks and walks
@@ -154,10 +154,12 @@ def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
             histogram.observe(amount)
         return
     counts = [0] * len(bounds)
+    added = 0.0
     for amount in amounts:
+        added += amount
         if amount == amount:  # NaN counts in the sum only, as with ``observe``
             counts[bisect_left(bounds, amount)] += 1
-    total.inc(sum(amounts))
+    total.inc(added)
     for bucket, count in zip(buckets, counts, strict=True):
         if count:
             bucket.inc(count)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
+import importlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,10 +15,16 @@ EXTENSIONS = ("traitstream.avro._v1c", "traitstream._merge", "traitstream.worker
 
 
 def missing_extensions() -> list[str]:
-    """The C extensions this installation lacks (built without a compiler): it works
-    without them, on their Python twins, but slower. The edge and the workers log
-    a warning at start when any is missing."""
-    return [name for name in EXTENSIONS if importlib.util.find_spec(name) is None]
+    """The C extensions this installation lacks or cannot load (built without a
+    compiler, or for another Python): it works without them, on their Python twins,
+    but slower. The edge and the workers log a warning at start when any is missing."""
+    missing = []
+    for name in EXTENSIONS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def warn_if_not_compiled() -> None:

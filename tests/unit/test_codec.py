@@ -376,6 +376,7 @@ def test_the_compiled_encoder_writes_the_python_encoders_bytes() -> None:
         EVENT._replace(user_id=7),  # type: ignore[arg-type]
         EVENT._replace(context={"bad": object()}),
         EVENT._replace(workspace_id="\ud800"),
+        EVENT._replace(operations=((Op.SET, "t", 1),)),  # a plain tuple, not an Operation
     ],
 )
 def test_events_the_compiled_encoder_refuses_get_the_python_encoders_answer(event: IdentifyEvent) -> None:
@@ -389,3 +390,11 @@ def _encode_outcome(encoder: Callable[[IdentifyEvent, bytes], bytes], event: Ide
         return encoder(event, b"")
     except Exception as exc:
         return type(exc)
+
+
+@compiled
+def test_a_record_in_another_buffer_type_is_read_all_the_same() -> None:
+    data = codec.encode(EVENT, LOCAL_SCHEMA_ID)
+    with pytest.raises(ValueError):
+        v1._v1c.read_event(bytearray(data), 5)  # type: ignore[arg-type]
+    assert codec.decode(bytearray(data), SCHEMAS) == EVENT  # type: ignore[arg-type]

@@ -195,6 +195,13 @@ def test_observe_many_is_observe_for_each(amounts: list[float]) -> None:
         assert got[key] == pytest.approx(value, nan_ok=True), key
 
 
+def test_observe_many_takes_any_iterable() -> None:
+    histogram = Histogram("h", "h", buckets=E2E_BUCKETS, registry=CollectorRegistry())
+    observe_many(histogram, (amount for amount in [0.2, 3.0]))
+    assert _samples(histogram)["h_sum[]"] == pytest.approx(3.2)
+    assert _samples(histogram)["h_count[]"] == 2
+
+
 def test_observe_many_falls_back_to_observe_without_the_bucket_counters() -> None:
     class Plain:
         def __init__(self) -> None:

@@ -63,3 +63,12 @@ def test_a_missing_extension_is_a_warning_at_start(
     with caplog.at_level(logging.WARNING):
         runtime.warn_if_not_compiled()
     assert "traitstream.no_such_extension" in caplog.text and "more slowly" in caplog.text
+
+
+def test_an_extension_that_does_not_load_counts_as_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "built_for_another_python.py").write_text('raise ImportError("undefined symbol")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(runtime, "EXTENSIONS", ("built_for_another_python", "traitstream.avro._v1c"))
+    assert missing_extensions() == ["built_for_another_python"]

@@ -292,7 +292,13 @@ read_json(Cursor *c)
 static PyObject *
 named_tuple(PyObject *type, PyObject **items, Py_ssize_t count)
 {
+#if PY_VERSION_HEX < 0x030E0000
+    /* What tuple.__new__ does for a subclass, without the intermediate tuple. */
     PyObject *tuple = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, count);
+#else
+    /* Tuples keep more state from 3.14 (a cached hash): let tuple.__new__ set it up. */
+    PyObject *tuple = PyTuple_New(count);
+#endif
     for (Py_ssize_t i = 0; i < count; i++) {
         if (tuple == NULL) {
             Py_DECREF(items[i]);
@@ -300,6 +306,14 @@ named_tuple(PyObject *type, PyObject **items, Py_ssize_t count)
             PyTuple_SET_ITEM(tuple, i, items[i]);
         }
     }
+#if PY_VERSION_HEX >= 0x030E0000
+    if (tuple != NULL) {
+        PyObject *args = PyTuple_Pack(1, tuple);
+        Py_DECREF(tuple);
+        tuple = args == NULL ? NULL : PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
+        Py_XDECREF(args);
+    }
+#endif
     return tuple;
 }
 
@@ -405,8 +419,12 @@ read_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "traitstream.avro._v1c: bind() was not called");
         return NULL;
     }
-    if (nargs != 2 || !PyBytes_Check(args[0])) {
+    if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "read_event(data: bytes, start: int)");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        not_plain(); /* another buffer type: the Python functions read it */
         return NULL;
     }
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
@@ -733,7 +751,7 @@ put_array(Buffer *b, PyObject *items, int (*put_item)(Buffer *, PyObject *))
 static int
 put_operation(Buffer *b, PyObject *operation)
 {
-    if (!PyTuple_Check(operation) || PyTuple_GET_SIZE(operation) != 3) {
+    if (!PyObject_TypeCheck(operation, (PyTypeObject *)OperationType) || PyTuple_GET_SIZE(operation) != 3) {
         PyErr_SetString(PyExc_TypeError, "an operation is not an Operation");
         return -1;
     }

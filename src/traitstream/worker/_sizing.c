@@ -12,6 +12,7 @@
 /* Set once by bind(). */
 static PyObject *Set, *Unset, *Remove; /* the Op members the bound tells apart */
 static PyObject *Dumps;               /* orjson.dumps */
+static PyObject *OperationType;       /* traitstream.events.Operation */
 
 static PyObject *
 loose_growth(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -32,7 +33,7 @@ loose_growth(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long growth = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(operations); i++) {
         PyObject *operation = PyTuple_GET_ITEM(operations, i);
-        if (!PyTuple_Check(operation) || PyTuple_GET_SIZE(operation) != 3) {
+        if (!PyObject_TypeCheck(operation, (PyTypeObject *)OperationType) || PyTuple_GET_SIZE(operation) != 3) {
             PyErr_SetString(PyExc_TypeError, "an operation is not an Operation");
             goto fail;
         }
@@ -90,10 +91,11 @@ fail:
 static PyObject *
 bind(PyObject *module, PyObject *args)
 {
-    PyObject *set, *unset, *remove, *dumps;
-    if (!PyArg_ParseTuple(args, "OOOO", &set, &unset, &remove, &dumps)) {
+    PyObject *set, *unset, *remove, *dumps, *operation;
+    if (!PyArg_ParseTuple(args, "OOOOO!", &set, &unset, &remove, &dumps, &PyType_Type, &operation)) {
         return NULL;
     }
+    Py_XSETREF(OperationType, Py_NewRef(operation));
     Py_XSETREF(Set, Py_NewRef(set));
     Py_XSETREF(Unset, Py_NewRef(unset));
     Py_XSETREF(Remove, Py_NewRef(remove));
@@ -102,7 +104,7 @@ bind(PyObject *module, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"bind", bind, METH_VARARGS, "bind(Op.SET, Op.UNSET, Op.REMOVE, orjson.dumps)"},
+    {"bind", bind, METH_VARARGS, "bind(Op.SET, Op.UNSET, Op.REMOVE, orjson.dumps, Operation)"},
     {"loose_growth", (PyCFunction)(void (*)(void))loose_growth, METH_FASTCALL,
      "loose_growth(traits, operations): (growth, replaced values), as plan.loose_growth_python."},
     {NULL, NULL, 0, NULL},

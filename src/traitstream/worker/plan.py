@@ -35,7 +35,7 @@ from functools import lru_cache
 
 import orjson
 
-from traitstream.events import JSON, IdentifyEvent, Kind, Op, anonymous_profile_id, user_profile_id
+from traitstream.events import JSON, IdentifyEvent, Kind, Op, Operation, anonymous_profile_id, user_profile_id
 from traitstream.merge import Profile
 
 try:
@@ -276,7 +276,7 @@ _SCALARS = (int, float, bool, type(None))
 """Values whose JSON takes at most 24 characters (orjson refuses integers past 64 bits)."""
 
 if _sizing is not None:
-    _sizing.bind(_SET, _UNSET, _REMOVE, orjson.dumps)
+    _sizing.bind(_SET, _UNSET, _REMOVE, orjson.dumps, Operation)
 
 
 def loose_growth(traits: Mapping[str, JSON], event: IdentifyEvent) -> tuple[int, dict[str, JSON]]:
