@@ -17,6 +17,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* The stored form's keys and the profile's attribute names, made once at import:
+ * the ``...String`` lookups build a str for every call, several per profile. */
+static PyObject *KeyE, *KeyW, *KeyO, *KeyC, *AttrTraits, *AttrWritten, *AttrOnce, *AttrCleared;
+
 /* ``[pairs[index][0], pairs[index][1], position]`` for a reference ``[index, position]``
  * of the stored form; NULL without an error when the reference is irregular. */
 static PyObject *
@@ -78,15 +82,21 @@ expand(PyObject *module, PyObject *meta)
     if (!PyDict_CheckExact(meta)) {
         Py_RETURN_NONE;
     }
-    PyObject *pairs = PyDict_GetItemString(meta, "e");
+    PyObject *pairs = PyDict_GetItemWithError(meta, KeyE);
+    if (pairs == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
     if (pairs == NULL || !PyList_CheckExact(pairs)) {
         Py_RETURN_NONE; /* the earlier full form, or something else: Python's to read */
     }
-    if ((written = map_values(PyDict_GetItemString(meta, "w"), full_stamp, pairs)) == NULL ||
-        (once = map_values(PyDict_GetItemString(meta, "o"), full_stamp, pairs)) == NULL) {
+    if ((written = map_values(PyDict_GetItemWithError(meta, KeyW), full_stamp, pairs)) == NULL ||
+        (once = map_values(PyDict_GetItemWithError(meta, KeyO), full_stamp, pairs)) == NULL) {
         goto irregular;
     }
-    PyObject *clear = PyDict_GetItemString(meta, "c");
+    PyObject *clear = PyDict_GetItemWithError(meta, KeyC);
+    if (clear == NULL && PyErr_Occurred()) {
+        goto irregular; /* which returns the error */
+    }
     if (clear == NULL || clear == Py_None) {
         cleared = Py_NewRef(Py_None);
     } else if ((cleared = full_stamp(pairs, clear)) == NULL) {
@@ -185,16 +195,16 @@ compact(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (p.pairs == NULL || meta == NULL) {
         goto fail;
     }
-    if ((refs = map_values(args[0], reference, &p)) == NULL || PyDict_SetItemString(meta, "w", refs) < 0) {
+    if ((refs = map_values(args[0], reference, &p)) == NULL || PyDict_SetItem(meta, KeyW, refs) < 0) {
         goto fail;
     }
     Py_SETREF(refs, map_values(args[1], reference, &p));
-    if (refs == NULL || PyDict_SetItemString(meta, "o", refs) < 0) {
+    if (refs == NULL || PyDict_SetItem(meta, KeyO, refs) < 0) {
         goto fail;
     }
     if (args[2] != Py_None) {
         Py_SETREF(refs, reference(&p, args[2]));
-        if (refs == NULL || PyDict_SetItemString(meta, "c", refs) < 0) {
+        if (refs == NULL || PyDict_SetItem(meta, KeyC, refs) < 0) {
             goto fail;
         }
     }
@@ -212,7 +222,7 @@ compact(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyList_SET_ITEM(pair, 1, Py_NewRef(PyTuple_GET_ITEM(key, 1)));
         PyList_SET_ITEM(list, index++, pair);
     }
-    if (PyDict_SetItemString(meta, "e", list) < 0) {
+    if (PyDict_SetItem(meta, KeyE, list) < 0) {
         goto fail;
     }
     Py_XDECREF(refs);
@@ -237,15 +247,15 @@ static PyObject *OperationType; /* traitstream.events.Operation, set by bind() *
 
 /* The profile's attribute ``name``, which must be a dict (borrowed from ``slot``). */
 static int
-dict_attribute(PyObject *profile, const char *name, PyObject **slot)
+dict_attribute(PyObject *profile, PyObject *name, PyObject **slot)
 {
-    PyObject *value = PyObject_GetAttrString(profile, name);
+    PyObject *value = PyObject_GetAttr(profile, name);
     if (value == NULL) {
         return -1;
     }
     Py_DECREF(value); /* the profile keeps it alive while this runs */
     if (!PyDict_CheckExact(value)) {
-        PyErr_Format(PyExc_TypeError, "profile.%s is not a dict", name);
+        PyErr_Format(PyExc_TypeError, "profile.%U is not a dict", name);
         return -1;
     }
     *slot = value;
@@ -259,11 +269,12 @@ typedef struct {
 static int
 read_state(PyObject *profile, State *state)
 {
-    if (dict_attribute(profile, "traits", &state->traits) < 0 ||
-        dict_attribute(profile, "written", &state->written) < 0 || dict_attribute(profile, "once", &state->once) < 0) {
+    if (dict_attribute(profile, AttrTraits, &state->traits) < 0 ||
+        dict_attribute(profile, AttrWritten, &state->written) < 0 ||
+        dict_attribute(profile, AttrOnce, &state->once) < 0) {
         return -1;
     }
-    PyObject *cleared = PyObject_GetAttrString(profile, "cleared");
+    PyObject *cleared = PyObject_GetAttr(profile, AttrCleared);
     if (cleared == NULL) {
         return -1;
     }
@@ -387,5 +398,15 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__merge(void)
 {
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {{&KeyE, "e"}, {&KeyW, "w"}, {&KeyO, "o"}, {&KeyC, "c"}, {&AttrTraits, "traits"},
+                 {&AttrWritten, "written"}, {&AttrOnce, "once"}, {&AttrCleared, "cleared"}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
+            return NULL;
+        }
+    }
     return PyModule_Create(&module);
 }
