@@ -12,10 +12,16 @@
  *   three, an index out of range, the earlier full form); the Python functions
  *   then decide and raise what they raise.
  *
- * The Python functions stay the reference; tests/unit/test_merge.py compares both.
+ * - ``set_operations(pairs)``: ``events.set_operations``, a ``set`` Operation for
+ *   each (name, value) of an identify's traits (the edge, once per identify).
+ *
+ * ``events.py`` binds ``Op.SET`` and ``Operation`` at import. The Python functions
+ * stay the reference; tests/unit/test_merge.py compares both.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include "_named_tuple.h"
 
 /* The stored form's keys and the profile's attribute names, made once at import:
  * the ``...String`` lookups build a str for every call, several per profile. */
@@ -369,6 +375,58 @@ apply_operations(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+set_operations(PyObject *module, PyObject *pairs)
+{
+    if (Set == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "traitstream._merge: bind() was not called");
+        return NULL;
+    }
+    PyObject *iterator = PyObject_GetIter(pairs);
+    if (iterator == NULL) {
+        return NULL;
+    }
+    PyObject *operations = PyList_New(0);
+    PyObject *pair;
+    while (operations != NULL && (pair = PyIter_Next(iterator)) != NULL) {
+        PyObject *name = NULL, *value = NULL;
+        if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
+            name = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+            value = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+        } else {
+            PyObject *items = PySequence_Fast(pair, "each trait must be a (name, value) pair");
+            if (items != NULL && PySequence_Fast_GET_SIZE(items) == 2) {
+                name = Py_NewRef(PySequence_Fast_GET_ITEM(items, 0));
+                value = Py_NewRef(PySequence_Fast_GET_ITEM(items, 1));
+            } else if (items != NULL) {
+                PyErr_Format(PyExc_ValueError, "each trait must be a (name, value) pair, got %zd items",
+                             PySequence_Fast_GET_SIZE(items));
+            }
+            Py_XDECREF(items);
+        }
+        Py_DECREF(pair);
+        PyObject *operation = NULL;
+        if (name != NULL) {
+            PyObject *items[3] = {Py_NewRef(Set), name, value};
+            operation = named_tuple(OperationType, items, 3);
+        }
+        if (operation == NULL || PyList_Append(operations, operation) < 0) {
+            Py_XDECREF(operation);
+            Py_CLEAR(operations);
+            break;
+        }
+        Py_DECREF(operation);
+    }
+    Py_DECREF(iterator);
+    if (operations == NULL || PyErr_Occurred()) {
+        Py_XDECREF(operations);
+        return NULL;
+    }
+    PyObject *result = PyList_AsTuple(operations);
+    Py_DECREF(operations);
+    return result;
+}
+
+static PyObject *
 bind(PyObject *module, PyObject *args)
 {
     PyObject *set, *operation;
@@ -384,6 +442,7 @@ static PyMethodDef methods[] = {
     {"bind", bind, METH_VARARGS, "bind(Op.SET, Operation)"},
     {"apply_operations", (PyCFunction)(void (*)(void))apply_operations, METH_FASTCALL,
      "apply_operations(profile, operations, time, id): Profile.apply_event's loop."},
+    {"set_operations", set_operations, METH_O, "set_operations(pairs): events.set_operations."},
     {"expand", expand, METH_O, "expand(meta): (written, once, cleared), or None to leave it to Python."},
     {"compact", (PyCFunction)(void (*)(void))compact, METH_FASTCALL,
      "compact(written, once, cleared): the stored form, or None to leave it to Python."},

@@ -12,6 +12,11 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+try:
+    from traitstream import _merge
+except ImportError:  # installed without a C compiler: the Python functions serve alone
+    _merge = None  # type: ignore[assignment]
+
 JSON = Any
 """A JSON value: dict, list, str, int, float, bool or None."""
 
@@ -55,10 +60,22 @@ class Operation(NamedTuple):
     value: JSON = None
 
 
+if _merge is not None:
+    _merge.bind(Op.SET, Operation)  # the types its loops read and build
+
+
 def set_operations(traits: Iterable[tuple[str, JSON]]) -> tuple[Operation, ...]:
     """A ``set`` for each (name, value), in order: what every dialect makes of a plain
-    traits object. Built as ``tuple.__new__`` would: a named tuple's own ``__new__`` is
-    a Python function that binds its arguments, twice the cost, once per trait."""
+    traits object. ``set_operations_python``, in C when the extension was built
+    (``_merge.c``): the edge builds one per trait of every identify."""
+    if _merge is not None:
+        return _merge.set_operations(traits)
+    return set_operations_python(traits)
+
+
+def set_operations_python(traits: Iterable[tuple[str, JSON]]) -> tuple[Operation, ...]:
+    """Built as ``tuple.__new__`` would: a named tuple's own ``__new__`` is a Python
+    function that binds its arguments, twice the cost."""
     new, operation, kind = tuple.__new__, Operation, Op.SET
     return tuple([new(operation, (kind, name, value)) for name, value in traits])
 

@@ -38,9 +38,6 @@ expanding and compacting stamps."""
 _SET = Op.SET
 """An enum member read from the class costs a descriptor call; the hot loops use this."""
 
-if _merge is not None:
-    _merge.bind(_SET, Operation)
-
 Stamp = list[int | str]
 """``[event time ms, event id, op index]``. A list, not a tuple: lists compare element
 by element like tuples, and loading a stored profile builds each stamp as one list

@@ -10,7 +10,12 @@ from contextlib import contextmanager
 
 GEN0_THRESHOLD = 50_000
 
-EXTENSIONS = ("traitstream.avro._v1c", "traitstream._merge", "traitstream.worker._sizing")
+EXTENSIONS = (
+    "traitstream.avro._v1c",
+    "traitstream._merge",
+    "traitstream.worker._sizing",
+    "traitstream.dialects._checks",
+)
 """The C extensions that setup.py builds: each mirrors Python functions of the hot paths."""
 
 

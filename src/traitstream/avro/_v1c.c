@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../_named_tuple.h"
+
 /* The Python side, set once by bind(). */
 static PyObject *EventType;     /* traitstream.events.IdentifyEvent */
 static PyObject *OperationType; /* traitstream.events.Operation */
@@ -285,36 +287,6 @@ read_json(Cursor *c)
     PyObject *value = PyObject_CallOneArg(Loads, raw);
     Py_DECREF(raw);
     return value;
-}
-
-/* An instance of a NamedTuple class from ``count`` new references (stolen, even
- * when this fails). */
-static PyObject *
-named_tuple(PyObject *type, PyObject **items, Py_ssize_t count)
-{
-#if PY_VERSION_HEX < 0x030E0000
-    /* What tuple.__new__ does for a subclass, without the intermediate tuple. */
-    PyObject *tuple = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, count);
-#else
-    /* Tuples keep more state from 3.14 (a cached hash): let tuple.__new__ set it up. */
-    PyObject *tuple = PyTuple_New(count);
-#endif
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (tuple == NULL) {
-            Py_DECREF(items[i]);
-        } else {
-            PyTuple_SET_ITEM(tuple, i, items[i]);
-        }
-    }
-#if PY_VERSION_HEX >= 0x030E0000
-    if (tuple != NULL) {
-        PyObject *args = PyTuple_Pack(1, tuple);
-        Py_DECREF(tuple);
-        tuple = args == NULL ? NULL : PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
-        Py_XDECREF(args);
-    }
-#endif
-    return tuple;
 }
 
 static PyObject *

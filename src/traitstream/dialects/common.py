@@ -12,6 +12,11 @@ import orjson
 from traitstream.errors import InvalidRequest, LimitExceeded
 from traitstream.events import JSON
 
+try:
+    from traitstream.dialects import _checks
+except ImportError:  # installed without a C compiler: the Python functions serve alone
+    _checks = None  # type: ignore[assignment]
+
 MAX_BODY_BYTES = 1_000_000
 MAX_EVENTS_PER_REQUEST = 2_000
 MAX_EVENT_BYTES = 32 * 1024
@@ -113,11 +118,19 @@ def check_depth(value: JSON, field: str, limit: int = MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
-def _plainly_fine(value: JSON, limit: int) -> bool:
-    """A cheap proof that ``check_value`` would pass, from one serialization in C
-    instead of two walks in Python: the JSON holds no ``\\u0000`` escape (the only
-    way a NUL can appear), and has no more brackets than ``limit``, so nothing can
-    be nested deeper. False means "walk it", not "wrong"."""
+def plainly_fine(value: JSON, limit: int) -> bool:
+    """A cheap proof that ``check_value`` would pass; False means "walk it", not
+    "wrong". In C when the extension was built (``_checks.c``: one walk that stops
+    at the first doubt), else ``plainly_fine_python``."""
+    if _checks is not None:
+        return _checks.plainly_fine(value, limit)
+    return plainly_fine_python(value, limit)
+
+
+def plainly_fine_python(value: JSON, limit: int) -> bool:
+    """The proof from one serialization in C instead of two walks in Python: the
+    JSON holds no ``\\u0000`` escape (the only way a NUL can appear), and has no
+    more brackets than ``limit``, so nothing can be nested deeper."""
     try:
         text = orjson.dumps(value)
     except orjson.JSONEncodeError:
@@ -129,7 +142,7 @@ def check_value(value: JSON, field: str, limit: int = MAX_DEPTH) -> None:
     """Depth (413) and content (400) checks for a value bound for the profile store:
     PostgreSQL text and jsonb cannot hold U+0000, so it is refused here, where the
     client can still be told, rather than failing a worker later."""
-    if _plainly_fine(value, limit):
+    if plainly_fine(value, limit):
         return
     check_depth(value, field, limit)
     stack: list[tuple[JSON, str]] = [(value, field)]
@@ -217,7 +230,8 @@ def fill_name(traits: dict[str, JSON], first: str = "first_name", last: str = "l
     """Fill ``name`` from first and last name when the caller gave none."""
     if traits.get("name") is not None:
         return
-    parts = [traits.get(first), traits.get(last)]
-    joined = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
-    if joined:
-        traits["name"] = joined
+    given, family = traits.get(first), traits.get(last)
+    given = given.strip() if isinstance(given, str) else ""
+    family = family.strip() if isinstance(family, str) else ""
+    if given or family:
+        traits["name"] = f"{given} {family}" if given and family else given or family

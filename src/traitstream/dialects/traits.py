@@ -13,6 +13,11 @@ from traitstream.dialects.common import type_name
 from traitstream.errors import InvalidRequest
 from traitstream.events import JSON
 
+try:
+    from traitstream.dialects import _checks
+except ImportError:  # installed without a C compiler: the Python loop serves alone
+    _checks = None  # type: ignore[assignment]
+
 Check = Callable[[JSON, str], None]
 
 
@@ -148,7 +153,15 @@ SEGMENT_TYPED: dict[str, Check] = RESERVED | {
 
 
 def check_typed(traits: Mapping[str, JSON], where: str, types: Mapping[str, Check] = TYPED) -> None:
-    """Raise ``InvalidRequest`` naming the first typed trait whose value has the wrong type."""
+    """Raise ``InvalidRequest`` naming the first typed trait whose value has the wrong
+    type. ``check_typed_python``, in C when the extension was built (``_checks.c``)."""
+    if _checks is not None and type(traits) is dict and type(types) is dict:
+        _checks.check_typed(traits, where, types, _string)
+    else:
+        check_typed_python(traits, where, types)
+
+
+def check_typed_python(traits: Mapping[str, JSON], where: str, types: Mapping[str, Check] = TYPED) -> None:
     for name, value in traits.items():
         check = types.get(name)
         if check is None or value is None or (check is _string and value.__class__ is str):

@@ -1,0 +1,150 @@
+/*
+ * The dialects' per-identify loops in C: the edge runs them for every identify it
+ * parses, over every trait and every context value.
+ *
+ * - ``plainly_fine(value, limit)``: True when ``common.check_value`` would pass
+ *   ``value`` (no string or key holds U+0000, nothing is nested more than ``limit``
+ *   deep), False when it might not or when ``value`` holds anything but JSON's
+ *   own types; the Python walk then decides and names what is wrong.
+ * - ``check_typed(traits, where, types, string_check)``: the loop of
+ *   ``traits.check_typed``. A string given to a trait whose check is
+ *   ``string_check`` passes here; every other typed trait is handed to its
+ *   Python check, which raises what it raises.
+ *
+ * The Python functions stay the reference; tests/unit/test_dialect_checks.py
+ * compares both on random values.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* 1 when ``text`` holds U+0000, 0 when not, -1 on error. */
+static int
+has_nul(PyObject *text)
+{
+    Py_ssize_t at = PyUnicode_FindChar(text, 0, 0, PyUnicode_GET_LENGTH(text), 1);
+    return at == -2 ? -1 : at >= 0;
+}
+
+/* 1: fine; 0: not proven; -1: error. ``depth`` is the depth of ``value`` if it is an
+ * object or array (the outermost is 1). Recursion stops at ``limit``, so it is bounded. */
+static int
+plain(PyObject *value, Py_ssize_t depth, Py_ssize_t limit)
+{
+    if (PyUnicode_CheckExact(value)) {
+        int nul = has_nul(value);
+        return nul < 0 ? -1 : !nul;
+    }
+    if (PyDict_CheckExact(value)) {
+        if (depth > limit) {
+            return 0;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(value, &pos, &key, &item)) {
+            if (!PyUnicode_CheckExact(key)) {
+                return 0;
+            }
+            int nul = has_nul(key);
+            if (nul != 0) {
+                return nul < 0 ? -1 : 0;
+            }
+            int fine = plain(item, depth + 1, limit);
+            if (fine != 1) {
+                return fine;
+            }
+        }
+        return 1;
+    }
+    if (PyList_CheckExact(value)) {
+        if (depth > limit) {
+            return 0;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            int fine = plain(PyList_GET_ITEM(value, i), depth + 1, limit);
+            if (fine != 1) {
+                return fine;
+            }
+        }
+        return 1;
+    }
+    return value == Py_None || PyBool_Check(value) || PyLong_CheckExact(value) || PyFloat_CheckExact(value);
+}
+
+static PyObject *
+plainly_fine(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "plainly_fine(value, limit) takes two arguments");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int fine = plain(args[0], 1, limit);
+    if (fine < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(fine);
+}
+
+static PyObject *
+check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "check_typed(traits: dict, where, types: dict, string_check)");
+        return NULL;
+    }
+    PyObject *traits = args[0], *where = args[1], *types = args[2], *string_check = args[3];
+    Py_ssize_t pos = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(traits, &pos, &name, &value)) {
+        if (value == Py_None) {
+            continue;
+        }
+        PyObject *check = PyDict_GetItemWithError(types, name); /* borrowed */
+        if (check == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            continue;
+        }
+        if (check == string_check && PyUnicode_CheckExact(value)) {
+            continue; /* most typed traits are strings */
+        }
+        /* The check is Python code: hold what it is given, whatever it does. */
+        Py_INCREF(name);
+        Py_INCREF(value);
+        Py_INCREF(check);
+        PyObject *field = PyUnicode_FromFormat("%S.%S", where, name);
+        PyObject *done = field == NULL ? NULL : PyObject_CallFunctionObjArgs(check, value, field, NULL);
+        Py_XDECREF(field);
+        Py_DECREF(check);
+        Py_DECREF(value);
+        Py_DECREF(name);
+        if (done == NULL) {
+            return NULL;
+        }
+        Py_DECREF(done);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"plainly_fine", (PyCFunction)(void (*)(void))plainly_fine, METH_FASTCALL,
+     "plainly_fine(value, limit): True when check_value would pass value; False: walk it."},
+    {"check_typed", (PyCFunction)(void (*)(void))check_typed, METH_FASTCALL,
+     "check_typed(traits, where, types, string_check): traits.check_typed's loop."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "traitstream.dialects._checks",
+    "The dialects' per-identify loops in C (see dialects/common.py and dialects/traits.py).", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__checks(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,14 @@
+"""Types of the dialects' compiled loops (``_checks.c``); ``dialects/common.py`` and
+``dialects/traits.py`` document and use them."""
+
+from collections.abc import Callable
+from typing import Any
+
+def plainly_fine(value: Any, limit: int, /) -> bool: ...
+def check_typed(
+    traits: dict[str, Any],
+    where: str,
+    types: dict[str, Callable[[Any, str], None]],
+    string_check: Callable[[Any, str], None],
+    /,
+) -> None: ...

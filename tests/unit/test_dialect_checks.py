@@ -1,0 +1,140 @@
+"""The dialects' compiled checks (``dialects/_checks.c``) and ``set_operations`` in
+``_merge.c`` against the Python functions they mirror, on random values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from traitstream.dialects import common, traits
+from traitstream.errors import RequestError
+from traitstream.events import Op, Operation, set_operations, set_operations_python
+
+try:
+    from traitstream.dialects import _checks
+except ImportError:
+    _checks = None  # type: ignore[assignment]
+
+try:
+    from traitstream import _merge
+except ImportError:
+    _merge = None  # type: ignore[assignment]
+
+needs_checks = pytest.mark.skipif(_checks is None, reason="the C extension was not built")
+needs_merge = pytest.mark.skipif(_merge is None, reason="the C extension was not built")
+
+# Strings that sometimes hold U+0000, in values and in keys.
+_TEXT = st.text(alphabet=st.sampled_from("ab\x00é☃𝄞"), max_size=4)
+_SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | _TEXT
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=25,
+)
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def passes(value: Any, limit: int) -> bool:
+    try:
+        common.check_value(value, "v", limit)
+    except RequestError:
+        return False
+    return True
+
+
+@needs_checks
+@settings(max_examples=400)
+@given(value=_JSON, limit=st.integers(1, 6))
+def test_plainly_fine_is_exactly_whether_check_value_passes(value: Any, limit: int) -> None:
+    assert _checks is not None
+    assert _checks.plainly_fine(value, limit) is passes(value, limit)
+    # The Python proof is cheaper to doubt, never wrong.
+    if common.plainly_fine_python(value, limit):
+        assert _checks.plainly_fine(value, limit)
+
+
+@needs_checks
+def test_plainly_fine_at_the_depth_limit_and_past_it() -> None:
+    assert _checks is not None
+    assert _checks.plainly_fine(nested(40), 40)
+    assert not _checks.plainly_fine(nested(41), 40)
+    assert not _checks.plainly_fine(nested(10_000), 40)  # stops at the limit, no deep recursion
+    assert not _checks.plainly_fine({"a": ["x\x00"]}, 40)
+    assert not _checks.plainly_fine({"a\x00": 1}, 40)
+
+
+@needs_checks
+def test_plainly_fine_leaves_other_types_to_the_python_walk() -> None:
+    assert _checks is not None
+    assert not _checks.plainly_fine({"a": (1, 2)}, 40)
+    assert not _checks.plainly_fine({1: "a"}, 40)
+    assert not _checks.plainly_fine(type("Str", (str,), {})("x"), 40)
+    with pytest.raises(TypeError):
+        _checks.plainly_fine({}, "40")  # type: ignore[arg-type]
+
+
+_TRAIT_NAMES = st.sampled_from(
+    ["email", "age", "company", "address", "birthday", "enrichment_phone", "plan", "firstName", "id"]
+)
+_TRAIT_VALUES = (
+    _SCALARS
+    | st.lists(_TEXT | st.integers(), max_size=2)
+    | st.dictionaries(st.sampled_from(["name", "id", "city", "postalCode", "employee_count"]), _SCALARS)
+    | st.sampled_from(["2024-01-02", "2024-01-02T03:04:05Z", "not a date"])
+)
+
+
+def outcome(check: Any, value: dict[str, Any], types: dict[str, Any]) -> str | None:
+    try:
+        check(value, "body.traits", types)
+    except RequestError as exc:
+        return f"{exc.status} {exc.message}"
+    return None
+
+
+@needs_checks
+@settings(max_examples=400)
+@given(
+    value=st.dictionaries(_TRAIT_NAMES, _TRAIT_VALUES, max_size=5),
+    types=st.sampled_from([traits.TYPED, traits.SEGMENT_TYPED]),
+)
+def test_check_typed_refuses_what_the_python_loop_refuses(
+    value: dict[str, Any], types: dict[str, Any]
+) -> None:
+    assert outcome(traits.check_typed, value, types) == outcome(traits.check_typed_python, value, types)
+
+
+def test_check_typed_names_the_trait_at_fault() -> None:
+    expected = r"body.traits.company.employee_count must be a number, got string"
+    with pytest.raises(RequestError, match=expected):
+        traits.check_typed({"email": "a@b.c", "company": {"employee_count": "many"}}, "body.traits")
+
+
+@needs_merge
+@settings(max_examples=200)
+@given(value=st.dictionaries(_TEXT, _SCALARS, max_size=6))
+def test_set_operations_builds_what_the_python_function_builds(value: dict[str, Any]) -> None:
+    built = set_operations(value.items())
+    assert built == set_operations_python(value.items())
+    assert all(type(op) is Operation and op.op is Op.SET for op in built)
+
+
+@needs_merge
+def test_set_operations_takes_any_pairs_and_refuses_what_python_refuses() -> None:
+    pairs = [["a", 1], ("b", None)]
+    assert set_operations(iter(pairs)) == set_operations_python(iter(pairs))  # type: ignore[arg-type]
+    assert set_operations(()) == ()
+    for bad in ([("a", 1, 2)], [("a",)], [1], 5):
+        with pytest.raises(Exception) as python_error:
+            set_operations_python(bad)  # type: ignore[arg-type]
+        with pytest.raises(python_error.type):
+            set_operations(bad)  # type: ignore[arg-type]
