@@ -227,7 +227,10 @@ class ProfileStore:
                 # A batch inside an open transaction would only release a savepoint:
                 # nothing would commit, and its locks would pile up until the end.
                 raise RuntimeError("the profile store's connection is inside a transaction")
-            with conn.transaction():
+            # One round trip for the offsets and the locks, one for the profiles, one
+            # for the writes and the commit: each wait on the server costs a context
+            # switch on both sides, and small batches are mostly waits.
+            with conn.pipeline(), conn.transaction():
                 return self._apply(conn, records, next_offsets, on_rejected)
         except (
             psycopg.OperationalError,
@@ -262,37 +265,50 @@ class ProfileStore:
         next_offsets: dict[int, int],
         on_rejected: RejectHandler,
     ) -> ApplyResult:
+        """In pipeline mode: statements go out at once, and reading a result waits for
+        everything sent before it."""
         partitions = sorted(next_offsets)
         args = {"topic": self._topic, "partitions": partitions, "topic_id": self._topic_id}
         conn.execute(_LOCK_OFFSETS, args)
-        stored = {int(p): int(o) for p, o in conn.execute(_SELECT_OFFSETS, args).fetchall()}
+        offsets = conn.execute(_SELECT_OFFSETS, args)
+        # Locks and links for every record, sent before the offsets say which records
+        # are new: a record already applied only adds a lock and a link nobody reads.
+        events = [r.event for r in records]
+        if events:
+            conn.execute(_ADVISORY, (lock_names(events),))
+        links = self._links(conn, events)
+        stored = {int(p): int(o) for p, o in offsets.fetchall()}
         todo = [r for r in records if r.offset >= stored.get(r.partition, 0)]
         fresh = [r.event for r in todo]
         plan = BatchPlan()
         if fresh:
-            plan = self._plan(conn, fresh)
+            plan = self._plan(conn, fresh, links())
         rejected = tuple(todo[i] for i in plan.rejected)
         if rejected:
             on_rejected(rejected)
-        with conn.pipeline():
-            self._write(conn, plan)
-            conn.execute(
-                _SAVE_OFFSETS,
-                args | {"offsets": [next_offsets[p] for p in partitions]},
-            )
+        self._write(conn, plan)
+        conn.execute(_SAVE_OFFSETS, args | {"offsets": [next_offsets[p] for p in partitions]})
         refused = set(plan.rejected)
         applied = tuple(e for i, e in enumerate(fresh) if i not in refused)
         return ApplyResult(applied, len(records) - len(todo), plan.conflicts, rejected)
 
     @staticmethod
-    def _plan(conn: psycopg.Connection[Any], fresh: list[IdentifyEvent]) -> BatchPlan:
-        """Lock, read and plan: every row the batch touches is locked before it is read."""
-        conn.execute(_ADVISORY, (lock_names(fresh),))
-        keys = sorted(anon_keys(fresh))
-        links: dict[AnonKey, uuid.UUID] = {}
-        if keys:
-            rows = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys]))
-            links = {(w, a): p for w, a, p in rows.fetchall()}
+    def _links(
+        conn: psycopg.Connection[Any], events: list[IdentifyEvent]
+    ) -> Callable[[], dict[AnonKey, uuid.UUID]]:
+        """Ask for the profiles the events' anonymous ids are linked to; the returned
+        function reads the answer."""
+        keys = sorted(anon_keys(events))
+        if not keys:
+            return dict
+        rows = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys]))
+        return lambda: {(w, a): p for w, a, p in rows.fetchall()}
+
+    @staticmethod
+    def _plan(
+        conn: psycopg.Connection[Any], fresh: list[IdentifyEvent], links: dict[AnonKey, uuid.UUID]
+    ) -> BatchPlan:
+        """Read and plan; every row the batch touches was locked (``_ADVISORY``) before."""
         wanted = sorted(rows_to_load(fresh, links), key=_uuid_int)  # UUID's own < is Python code
         loaded = {
             row[0]: StoredProfile(
