@@ -130,3 +130,25 @@ def test_message_id_is_the_dedupe_key() -> None:
     assert event.dedupe_key == "m-1" and event.event_id == "m-1"
     (other,) = parse({"user_id": "a"})
     assert other.dedupe_key is None and other.event_id == "resp-1:0"
+
+
+def _big_body_with(last: str) -> bytes:
+    # Built as text: orjson writes at most 254 levels, and these go deeper.
+    filler = ",".join(['{"user_id": "u", "traits": {"x": "' + "y" * 100 + '"}}'] * 400)
+    return f"[{filler},{last}]".encode()
+
+
+def test_an_identify_too_deep_for_the_writer_is_refused_as_too_deep() -> None:
+    """Bodies over 32 KB measure each identify: one nested past what orjson writes
+    (254 levels; its parser reads 1,024) gets the depth error, not a 500."""
+    deep = "[" * 300 + "1" + "]" * 300
+    envelope = Envelope("w", "r", 1)
+    with pytest.raises(LimitExceeded, match=r"identify\[400\]\.traits is nested more than 40 levels deep"):
+        thrivestack.parse(_big_body_with('{"user_id": "u", "traits": {"d": ' + deep + "}}"), envelope)
+    # A field no dialect reads is dropped, deep or not, as in a small body.
+    events = thrivestack.parse(_big_body_with('{"user_id": "u", "other": ' + deep + "}"), envelope)
+    assert len(events) == 401
+    # Past what the standard library's writer can walk too: refused as too deep.
+    deeper = "[" * 1020 + "1" + "]" * 1020
+    with pytest.raises(LimitExceeded, match=r"identify\[400\] is nested more than 40 levels deep"):
+        thrivestack.parse(_big_body_with('{"user_id": "u", "other": ' + deeper + "}"), envelope)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,12 +81,26 @@ def as_items(
             raise InvalidRequest(f"{where} must be a JSON object, got {type_name(item)}")
         # A body no larger than the per-item limit cannot hold an item over it.
         if body_size > max_event_bytes:
-            size = len(orjson.dumps(item))
+            size = json_size(item, where)
             if size > max_event_bytes:
                 raise LimitExceeded(
                     f"{where} is {size} bytes; the limit is {max_event_bytes} bytes per {unit}"
                 )
     return items
+
+
+def json_size(value: JSON, where: str) -> int:
+    """The size of ``value`` as compact JSON. orjson writes at most 254 levels while
+    its parser reads 1,024: deeper values are measured by the standard library, and
+    one too deep for that is refused as too deep."""
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    except RecursionError:
+        raise LimitExceeded(f"{where} is nested more than {MAX_DEPTH} levels deep") from None
 
 
 def type_name(value: JSON) -> str:
