@@ -276,13 +276,15 @@ class ProfileStore:
         events = [r.event for r in records]
         if events:
             conn.execute(_ADVISORY, (lock_names(events),))
-        links = self._links(conn, events)
+        keys = sorted(anon_keys(events))
+        linked = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys])) if keys else None
         stored = {int(p): int(o) for p, o in offsets.fetchall()}
         todo = [r for r in records if r.offset >= stored.get(r.partition, 0)]
         fresh = [r.event for r in todo]
         plan = BatchPlan()
         if fresh:
-            plan = self._plan(conn, fresh, links())
+            links = {} if linked is None else {(w, a): p for w, a, p in linked.fetchall()}
+            plan = self._plan(conn, fresh, links)
         rejected = tuple(todo[i] for i in plan.rejected)
         if rejected:
             on_rejected(rejected)
@@ -291,18 +293,6 @@ class ProfileStore:
         refused = set(plan.rejected)
         applied = tuple(e for i, e in enumerate(fresh) if i not in refused)
         return ApplyResult(applied, len(records) - len(todo), plan.conflicts, rejected)
-
-    @staticmethod
-    def _links(
-        conn: psycopg.Connection[Any], events: list[IdentifyEvent]
-    ) -> Callable[[], dict[AnonKey, uuid.UUID]]:
-        """Ask for the profiles the events' anonymous ids are linked to; the returned
-        function reads the answer."""
-        keys = sorted(anon_keys(events))
-        if not keys:
-            return dict
-        rows = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys]))
-        return lambda: {(w, a): p for w, a, p in rows.fetchall()}
 
     @staticmethod
     def _plan(
