@@ -60,20 +60,19 @@ class EdgeMetrics:
         )
         # Each labelled child looked up once: ``labels`` takes a lock and builds a key
         # on every call, twice per request otherwise.
-        self._requests: dict[tuple[str, int], Any] = {}
-        self._identifies: dict[str, Any] = {}
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
 
     def count_request(self, dialect: str, status: int) -> None:
-        child = self._requests.get((dialect, status))
-        if child is None:
-            child = self._requests[(dialect, status)] = self.requests.labels(dialect, str(status))
-        child.inc()
+        self._child(self.requests, dialect, str(status)).inc()
 
     def count_identifies(self, dialect: str, count: int) -> None:
-        child = self._identifies.get(dialect)
+        self._child(self.identifies, dialect).inc(count)
+
+    def _child(self, counter: Counter, *labels: str) -> Any:
+        child = self._children.get((counter, labels))
         if child is None:
-            child = self._identifies[dialect] = self.identifies.labels(dialect)
-        child.inc(count)
+            child = self._children[(counter, labels)] = counter.labels(*labels)
+        return child
 
 
 class WorkerMetrics:

@@ -12,8 +12,11 @@ import pytest
 from fastapi import Request, Response
 
 from traitstream.dialects.common import MAX_BODY_BYTES
-from traitstream.edge.app import CappedReceive, EdgeApp
+from traitstream.edge.app import CappedReceive, EdgeApp, direct_endpoints
+from traitstream.edge.context import EdgeContext
+from traitstream.edge.routes import segment as segment_routes
 from traitstream.errors import LimitExceeded
+from traitstream.metrics import EdgeMetrics
 
 
 class Chunks:
@@ -118,6 +121,20 @@ def test_a_direct_route_that_raises_still_answers_500() -> None:
     start, body = call(app, "POST", "/api/identify")
     assert start["status"] == 500
     assert orjson.loads(body["body"]) == {"error": {"status": 500, "message": "internal error"}}
+    # Like every other answer, it carries an id to find its log line by.
+    headers = dict(start["headers"])
+    assert len(headers[b"x-response-id"]) == 36
+
+
+def test_segment_routes_refuse_bodies_past_the_cap_with_segments_own_limits() -> None:
+    app = EdgeApp()
+    ctx = EdgeContext(publisher=None, auth=None, reader=None, metrics=EdgeMetrics())  # type: ignore[arg-type]
+    app.direct = direct_endpoints([segment_routes.router(ctx)])
+    for path, limit in (("/v1/identify", "32 KB per event"), ("/v1/batch", "500 KB per batch")):
+        start, body = call(app, "POST", path, b"x" * (MAX_BODY_BYTES + 1))
+        assert start["status"] == 413
+        error = orjson.loads(body["body"])
+        assert error["code"] == "payload_too_large" and error["message"].endswith(f"the limit of {limit}")
 
 
 def test_a_direct_route_reads_its_body_through_the_cap() -> None:

@@ -213,3 +213,27 @@ def test_observe_many_falls_back_to_observe_without_the_bucket_counters() -> Non
     plain = Plain()
     observe_many(plain, [0.1, 2.0])  # type: ignore[arg-type]
     assert plain.seen == [0.1, 2.0]
+
+
+def test_request_and_identify_counts_land_on_their_own_series() -> None:
+    metrics = EdgeMetrics()
+    for _ in range(3):
+        metrics.count_request("segment", 200)
+    metrics.count_request("segment", 413)
+    metrics.count_request("amplitude", 200)
+    metrics.count_identifies("segment", 500)
+    metrics.count_identifies("segment", 2)
+    metrics.count_identifies("amplitude", 1)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+        if s.name in ("traitstream_edge_requests_total", "traitstream_edge_identifies_total")
+    }
+    assert samples == {
+        ("traitstream_edge_requests_total", (("dialect", "segment"), ("status", "200"))): 3.0,
+        ("traitstream_edge_requests_total", (("dialect", "segment"), ("status", "413"))): 1.0,
+        ("traitstream_edge_requests_total", (("dialect", "amplitude"), ("status", "200"))): 1.0,
+        ("traitstream_edge_identifies_total", (("dialect", "segment"),)): 502.0,
+        ("traitstream_edge_identifies_total", (("dialect", "amplitude"),)): 1.0,
+    }

@@ -74,9 +74,17 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise InvalidRequest(f"the gzip body does not decompress: {exc}") from exc
 
 
+def event_too_large() -> LimitExceeded:
+    return LimitExceeded(f"the request body exceeds {MAX_EVENT_BYTES} bytes, the limit of 32 KB per event")
+
+
+def batch_too_large() -> LimitExceeded:
+    return LimitExceeded(f"the request body exceeds {MAX_BATCH_BYTES} bytes, the limit of 500 KB per batch")
+
+
 def read_identify(body: bytes) -> Request:
     if len(body) > MAX_EVENT_BYTES:
-        raise LimitExceeded(f"the request body exceeds {MAX_EVENT_BYTES} bytes, the limit of 32 KB per event")
+        raise event_too_large()
     payload = _object(load_json(body), "body")
     kind = payload.get("type")
     if kind is not None and kind != IDENTIFY:
@@ -86,9 +94,7 @@ def read_identify(body: bytes) -> Request:
 
 def read_batch(body: bytes) -> Request:
     if len(body) > MAX_BATCH_BYTES:
-        raise LimitExceeded(
-            f"the request body exceeds {MAX_BATCH_BYTES} bytes, the limit of 500 KB per batch"
-        )
+        raise batch_too_large()
     payload = _object(load_json(body), "body")
     messages = payload.get("batch")
     if messages is None:

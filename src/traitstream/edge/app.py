@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -199,8 +200,12 @@ async def _serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send
     try:
         response = await endpoint(Request(scope, capped))
     except Exception:  # the endpoints answer their own errors; this is the last resort
-        log.exception("request failed", extra={"path": scope["path"]})
+        # An id of its own, as on every other answer, so that a client's report of
+        # the failure finds its log line.
+        response_id = str(uuid.uuid4())
+        log.exception("request failed", extra={"path": scope["path"], "response_id": response_id})
         response = json_response({"error": {"status": 500, "message": "internal error"}}, 500)
+        response.headers["X-Response-Id"] = response_id
     if capped.refused_unread and (_header(scope, b"expect") or b"").lower() == b"100-continue":
         # The client waits to send the body (RFC 9110, 10.1.1): say that the
         # connection ends here, rather than leave it out of step.

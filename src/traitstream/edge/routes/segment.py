@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from traitstream.dialects import segment
 from traitstream.edge.auth import IDENTIFY_SCOPES, basic_username, bearer_token, require_scope
 from traitstream.edge.context import EdgeContext, json_response
-from traitstream.errors import RequestError
+from traitstream.errors import LimitExceeded, RequestError
 
 ERROR_CODES = {
     400: "invalid_request",
@@ -29,6 +29,12 @@ ERROR_CODES = {
 }
 
 
+_Route = tuple[Callable[[bytes], segment.Request], int, Callable[[], LimitExceeded]]
+"""How a route reads its body, the most it takes, and its refusal of more."""
+_IDENTIFY: _Route = (segment.read_identify, segment.MAX_EVENT_BYTES, segment.event_too_large)
+_BATCH: _Route = (segment.read_batch, segment.MAX_BATCH_BYTES, segment.batch_too_large)
+
+
 def error_shape(error: RequestError, response_id: str) -> dict[str, object]:
     return {"success": False, "code": ERROR_CODES.get(error.status, "error"), "message": error.message}
 
@@ -38,11 +44,15 @@ def router(ctx: EdgeContext) -> APIRouter:
     for kind in segment.IGNORED_TYPES:
         ctx.metrics.ignored.labels(segment.DIALECT, kind)
 
-    async def accept(
-        request: Request, response_id: str, read: Callable[[bytes], segment.Request], limit: int
-    ) -> Response:
-        body = segment.decompress(await request.body(), request.headers.get("content-encoding"), limit)
-        message = read(body)
+    async def accept(request: Request, response_id: str, route: _Route) -> Response:
+        read, limit, too_large = route
+        try:
+            raw = await request.body()
+        except LimitExceeded:
+            # Past the edge's 1 MB cap for every body: Segment's clients know only
+            # Segment's limits, so the refusal names the route's own.
+            raise too_large() from None
+        message = read(segment.decompress(raw, request.headers.get("content-encoding"), limit))
         header = request.headers.get("authorization")
         key = await ctx.auth.resolve(
             basic_username(header) or bearer_token(header) or message.write_key, "write key"
@@ -63,7 +73,7 @@ def router(ctx: EdgeContext) -> APIRouter:
     )
     async def identify(request: Request) -> Response:
         async def run(response_id: str) -> Response:
-            return await accept(request, response_id, segment.read_identify, segment.MAX_EVENT_BYTES)
+            return await accept(request, response_id, _IDENTIFY)
 
         return await ctx.handle(segment.DIALECT, request, error_shape, run)
 
@@ -74,7 +84,7 @@ def router(ctx: EdgeContext) -> APIRouter:
     )
     async def batch(request: Request) -> Response:
         async def run(response_id: str) -> Response:
-            return await accept(request, response_id, segment.read_batch, segment.MAX_BATCH_BYTES)
+            return await accept(request, response_id, _BATCH)
 
         return await ctx.handle(segment.DIALECT, request, error_shape, run)
 
