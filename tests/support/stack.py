@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg import sql
 
 from traitstream import broker, kafka_admin, processes
+from traitstream.bench.stack import create_database, drop_database
 from traitstream.exposition import labels_of, metric_total
 from traitstream.store import keys
 from traitstream.store.database import migrate
@@ -76,15 +76,12 @@ class Broker:
 @contextlib.contextmanager
 def scratch_database(prefix: str = "ts_test") -> Iterator[str]:
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(PG_ADMIN_URL, dbname=name)
-    migrate(url)
+    url = create_database(PG_ADMIN_URL, name)
     try:
+        migrate(url)
         yield url
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(PG_ADMIN_URL, name)
 
 
 @dataclass

@@ -46,6 +46,24 @@ def wait_for(check: Any, timeout_s: float, what: str, every_s: float = 0.1) -> N
     raise TimeoutError(f"{what} did not happen within {timeout_s:.0f}s")
 
 
+def create_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server of ``server_url``; returns its URL."""
+    admin = make_conninfo(server_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(server_url, dbname=name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database ``name`` (and its sessions) if it is there; errors are ignored."""
+    admin = make_conninfo(server_url, dbname="postgres")
+    with (
+        contextlib.suppress(psycopg.Error),
+        psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn,
+    ):
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @dataclass
 class Child:
     name: str
@@ -117,10 +135,7 @@ class Stack:
             self.bootstrap = f"127.0.0.1:{free_port()}"
             self.broker = broker.start(self.bootstrap, log_path=str(o.log_dir / "broker.log"))
         self._scratch = f"traitstream_bench_{uuid.uuid4().hex[:8]}"
-        admin = make_conninfo(o.database_url, dbname="postgres")
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._scratch)))
-        self.database_url = make_conninfo(o.database_url, dbname=self._scratch)
+        self.database_url = create_database(o.database_url, self._scratch)
         migrate(self.database_url)
         kafka_admin.ensure_topics(self.bootstrap, {self.topic: o.partitions, f"{self.topic}.dlq": 1})
         with psycopg.connect(self.database_url, autocommit=True) as conn:
@@ -242,14 +257,7 @@ class Stack:
             processes.stop(self.broker, 10)
         self.forget_dedupe_keys()
         if self._scratch:
-            admin = make_conninfo(self.options.database_url, dbname="postgres")
-            with (
-                contextlib.suppress(psycopg.Error),
-                psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn,
-            ):
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self._scratch))
-                )
+            drop_database(self.options.database_url, self._scratch)
 
     def forget_dedupe_keys(self) -> int:
         """Remove the workers' dedupe claims for this run's workspace from Redis

@@ -211,6 +211,10 @@ class ProfileStore:
             raise TransientError(f"postgres: {exc}", source="postgres") from exc
         return {int(p): int(o) for p, o in rows}
 
+    def backend_pid(self) -> int:
+        """The process id of this store's PostgreSQL session (connecting if needed)."""
+        return int(self._connection().info.backend_pid)
+
     def apply(
         self,
         records: Sequence[Positioned],
