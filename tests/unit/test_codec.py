@@ -398,3 +398,32 @@ def test_a_record_in_another_buffer_type_is_read_all_the_same() -> None:
     with pytest.raises(ValueError):
         v1._v1c.read_event(bytearray(data), 5)  # type: ignore[arg-type]
     assert codec.decode(bytearray(data), SCHEMAS) == EVENT  # type: ignore[arg-type]
+
+
+@compiled
+def test_the_compiled_reader_shares_the_names_that_repeat() -> None:
+    """Trait names, workspace ids and dialects come back as one shared string per
+    name (short ASCII ones); anything else is read afresh, and every value still
+    equals the Python reader's."""
+    names = ["plan", "x" * 64, "y" * 65, "prénom", "plan "]
+
+    def record(value: str) -> bytes:
+        event = IdentifyEvent(
+            workspace_id="ws-shared",
+            user_id=f"user-{value}",
+            dialect="amplitude",
+            event_time_ms=1,
+            received_time_ms=1,
+            response_id=f"r-{value}",
+            operations=tuple(Operation(Op.SET, name, value) for name in names),
+        )
+        return codec.encode(event, LOCAL_SCHEMA_ID)
+
+    first, second = (v1._v1c.read_event(record(v), 5) for v in ("a", "b"))
+    assert first == v1.read_event_python(record("a"), 5)
+    assert second == v1.read_event_python(record("b"), 5)
+    assert first.workspace_id is second.workspace_id
+    assert first.dialect is second.dialect
+    assert first.user_id is not second.user_id  # ids are not names: read afresh
+    shared = [a.trait is b.trait for a, b in zip(first.operations, second.operations, strict=True)]
+    assert shared == [True, True, False, False, True]

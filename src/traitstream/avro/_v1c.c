@@ -123,9 +123,42 @@ read_byte(Cursor *c, unsigned char *out)
     return 0;
 }
 
-/* A string holding no NUL (PostgreSQL stores none). */
+/* Trait names, workspace ids and dialects repeat from record to record: each is
+ * read once into a small table (by a hash of its bytes, one entry per slot, the
+ * newest wins) and shared afterwards. A shared string skips the decode and the
+ * allocation, keeps its hash, and a batch holds one object per name instead of
+ * one per record. Only short ASCII strings are kept: at most NAMES x 64 bytes. */
+#define NAMES 1024
+#define NAME_MAX_BYTES 64
+static PyObject *Names[NAMES];
+
 static PyObject *
-read_text(Cursor *c)
+shared_name(const unsigned char *start, Py_ssize_t size)
+{
+    if (size > NAME_MAX_BYTES) {
+        return PyUnicode_DecodeUTF8((const char *)start, size, NULL);
+    }
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < size; i++) {
+        hash = (hash ^ start[i]) * 16777619u;
+    }
+    PyObject **slot = &Names[hash & (NAMES - 1)];
+    PyObject *known = *slot;
+    if (known != NULL && PyUnicode_GET_LENGTH(known) == size &&
+        memcmp(PyUnicode_DATA(known), start, (size_t)size) == 0) {
+        return Py_NewRef(known);
+    }
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)start, size, NULL);
+    if (text != NULL && PyUnicode_IS_COMPACT_ASCII(text)) {
+        Py_XSETREF(*slot, Py_NewRef(text)); /* only ASCII: its data is its bytes */
+    }
+    return text;
+}
+
+/* A string holding no NUL (PostgreSQL stores none); ``shared``: one of the names
+ * above. */
+static PyObject *
+read_string(Cursor *c, int shared)
 {
     const unsigned char *start;
     Py_ssize_t size;
@@ -136,12 +169,21 @@ read_text(Cursor *c)
         not_plain();
         return NULL;
     }
+    if (shared) {
+        return shared_name(start, size);
+    }
     return PyUnicode_DecodeUTF8((const char *)start, size, NULL);
 }
 
-/* An optional string: None, or a string as read_text reads it. */
 static PyObject *
-read_optional_text(Cursor *c)
+read_text(Cursor *c)
+{
+    return read_string(c, 0);
+}
+
+/* An optional string: None, or a string as read_string reads it. */
+static PyObject *
+read_optional_string(Cursor *c, int shared)
 {
     unsigned char branch;
     if (read_byte(c, &branch) < 0) {
@@ -154,14 +196,14 @@ read_optional_text(Cursor *c)
         not_plain();
         return NULL;
     }
-    return read_text(c);
+    return read_string(c, shared);
 }
 
 /* A non-empty id of at most MaxIdChars characters. */
 static PyObject *
-read_id(Cursor *c)
+read_id_string(Cursor *c, int shared)
 {
-    PyObject *text = read_text(c);
+    PyObject *text = read_string(c, shared);
     if (text != NULL) {
         Py_ssize_t length = PyUnicode_GET_LENGTH(text);
         if (length == 0 || length > MaxIdChars) {
@@ -171,6 +213,12 @@ read_id(Cursor *c)
         }
     }
     return text;
+}
+
+static PyObject *
+read_id(Cursor *c)
+{
+    return read_id_string(c, 0);
 }
 
 static int
@@ -301,7 +349,7 @@ read_operation(Cursor *c)
         return NULL;
     }
     int op = code >> 1;
-    PyObject *trait = read_optional_text(c);
+    PyObject *trait = read_optional_string(c, 1);
     if (trait == NULL) {
         return NULL;
     }
@@ -423,10 +471,10 @@ read_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto fail;
     }
     f[F_KIND] = Py_NewRef(PyTuple_GET_ITEM(Kinds, byte >> 1));
-    if ((f[F_WORKSPACE_ID] = read_id(&c)) == NULL) {
+    if ((f[F_WORKSPACE_ID] = read_id_string(&c, 1)) == NULL) {
         goto fail;
     }
-    if ((f[F_USER_ID] = read_optional_text(&c)) == NULL) {
+    if ((f[F_USER_ID] = read_optional_string(&c, 0)) == NULL) {
         goto fail;
     }
     if (f[F_USER_ID] != Py_None && PyUnicode_GET_LENGTH(f[F_USER_ID]) > MaxIdChars) {
@@ -441,7 +489,7 @@ read_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         not_plain();
         goto fail;
     }
-    if ((f[F_DIALECT] = read_text(&c)) == NULL) {
+    if ((f[F_DIALECT] = read_string(&c, 1)) == NULL) {
         goto fail;
     }
     if (read_millis(&c, &event_time) < 0 || read_millis(&c, &received_time) < 0) {
@@ -469,7 +517,7 @@ read_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (read_long(&c, &event_index) < 0) {
         goto fail;
     }
-    if ((f[F_DEDUPE_KEY] = read_optional_text(&c)) == NULL) {
+    if ((f[F_DEDUPE_KEY] = read_optional_string(&c, 0)) == NULL) {
         goto fail;
     }
     f[F_DEDUPE_KEY] = none_if_empty(f[F_DEDUPE_KEY]);
