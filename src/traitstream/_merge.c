@@ -5,6 +5,9 @@
  * - ``apply_operations(profile, operations, time, id)``: the loop of
  *   ``Profile.apply_event``. Sets are applied here; any other operation is handed
  *   to ``profile.apply``, the Python method, in its turn.
+ * - ``expand_text(text)``: ``expand`` of the stored text, read without parsing it
+ *   into the stored form first; None for any text not exactly as ``compact`` and
+ *   orjson write it.
  * - ``expand(meta)`` and ``compact(written, once, cleared)``: a profile's stamps
  *   between their stored form and the merge's, a list per trait each way. They
  *   return what ``merge.expand_stamps_python`` and ``merge.compact_stamps`` return,
@@ -20,6 +23,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 
 #include "_named_tuple.h"
 
@@ -120,6 +124,275 @@ irregular:
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* expand_text: the stored form's text, as ``compact`` and orjson write it, straight
+ * to what ``expand`` makes of it parsed, without the parsed form's objects between
+ * (a dict, and two lists per trait). It reads only that exact text:
+ *
+ *     {"w":{NAME:[INT,INT],...},"o":{...}[,"c":[INT,INT]],"e":[[INT,STRING],...]}
+ *
+ * with no space, strings with nothing escaped, integers of at most 18 digits and
+ * indexes within "e"; for anything else it returns None, and the caller parses the
+ * text and calls ``expand``. */
+
+typedef struct {
+    const char *at, *end;
+} Text;
+
+static int
+text_skip(Text *t, const char *literal)
+{
+    size_t size = strlen(literal);
+    if ((size_t)(t->end - t->at) < size || memcmp(t->at, literal, size) != 0) {
+        return 0;
+    }
+    t->at += size;
+    return 1;
+}
+
+/* A JSON integer of at most 18 digits (no leading zero, no -0, no fraction). */
+static int
+text_int(Text *t, long long *out)
+{
+    const char *at = t->at;
+    int negative = at < t->end && *at == '-';
+    at += negative;
+    const char *digits = at;
+    long long n = 0;
+    while (at < t->end && *at >= '0' && *at <= '9' && at - digits < 18) {
+        n = n * 10 + (*at++ - '0');
+    }
+    Py_ssize_t count = at - digits;
+    if (count == 0 || (digits[0] == '0' && (count > 1 || negative))) {
+        return 0;
+    }
+    if (at < t->end && ((*at >= '0' && *at <= '9') || *at == '.' || *at == 'e' || *at == 'E')) {
+        return 0;
+    }
+    *out = negative ? -n : n;
+    t->at = at;
+    return 1;
+}
+
+/* A JSON string with nothing escaped; NULL without an error for any other (an
+ * escape, a control character, bytes that are not UTF-8). */
+static PyObject *
+text_string(Text *t)
+{
+    if (t->at >= t->end || *t->at != '"') {
+        return NULL;
+    }
+    const char *start = t->at + 1, *at = start;
+    while (at < t->end && *at != '"') {
+        if ((unsigned char)*at < 0x20 || *at == '\\') {
+            return NULL;
+        }
+        at++;
+    }
+    if (at >= t->end) {
+        return NULL;
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(start, at - start, NULL);
+    if (text == NULL) {
+        PyErr_Clear(); /* orjson's to refuse, on the caller's path */
+        return NULL;
+    }
+    t->at = at + 1;
+    return text;
+}
+
+typedef struct {
+    PyObject *name;
+    long long index, position;
+} Ref;
+
+typedef struct {
+    Ref *refs;
+    Py_ssize_t count, room;
+} Refs;
+
+static void
+refs_free(Refs *r)
+{
+    for (Py_ssize_t i = 0; i < r->count; i++) {
+        Py_DECREF(r->refs[i].name);
+    }
+    PyMem_Free(r->refs);
+}
+
+/* {NAME:[INT,INT],...} into ``out`` (which owns the names): 1 when read, 0 when
+ * not of that shape, -1 on an error. */
+static int
+text_refs(Text *t, Refs *out)
+{
+    if (!text_skip(t, "{")) {
+        return 0;
+    }
+    if (text_skip(t, "}")) {
+        return 1;
+    }
+    for (;;) {
+        PyObject *name = text_string(t);
+        Ref ref = {name, 0, 0};
+        if (name == NULL) {
+            return 0;
+        }
+        if (!text_skip(t, ":[") || !text_int(t, &ref.index) || !text_skip(t, ",") ||
+            !text_int(t, &ref.position) || !text_skip(t, "]")) {
+            Py_DECREF(name);
+            return 0;
+        }
+        if (out->count == out->room) {
+            Py_ssize_t room = out->room ? 2 * out->room : 16;
+            Ref *grown = PyMem_Realloc(out->refs, (size_t)room * sizeof(Ref));
+            if (grown == NULL) {
+                Py_DECREF(name);
+                PyErr_NoMemory();
+                return -1;
+            }
+            out->refs = grown;
+            out->room = room;
+        }
+        out->refs[out->count++] = ref;
+        if (text_skip(t, "}")) {
+            return 1;
+        }
+        if (!text_skip(t, ",")) {
+            return 0;
+        }
+    }
+}
+
+/* [[INT,STRING],...] as two lists, the times and the ids; 1, 0 or -1 as above. */
+static int
+text_pairs(Text *t, PyObject *times, PyObject *ids)
+{
+    if (!text_skip(t, "[")) {
+        return 0;
+    }
+    if (text_skip(t, "]")) {
+        return 1;
+    }
+    for (;;) {
+        long long time;
+        if (!text_skip(t, "[") || !text_int(t, &time) || !text_skip(t, ",")) {
+            return 0;
+        }
+        PyObject *id = text_string(t);
+        if (id == NULL) {
+            return 0;
+        }
+        PyObject *number = PyLong_FromLongLong(time);
+        int failed = number == NULL || PyList_Append(times, number) < 0 || PyList_Append(ids, id) < 0;
+        Py_XDECREF(number);
+        Py_DECREF(id);
+        if (failed) {
+            return -1;
+        }
+        if (!text_skip(t, "]")) {
+            return 0;
+        }
+        if (text_skip(t, "]")) {
+            return 1;
+        }
+        if (!text_skip(t, ",")) {
+            return 0;
+        }
+    }
+}
+
+/* ``[times[index], ids[index], position]``; NULL without an error for an index
+ * outside the pairs. */
+static PyObject *
+text_stamp(PyObject *times, PyObject *ids, long long index, long long position)
+{
+    if (index < 0 || index >= PyList_GET_SIZE(times)) {
+        return NULL;
+    }
+    PyObject *number = PyLong_FromLongLong(position);
+    PyObject *stamp = number == NULL ? NULL : PyList_New(3);
+    if (stamp == NULL) {
+        Py_XDECREF(number);
+        return NULL;
+    }
+    PyList_SET_ITEM(stamp, 0, Py_NewRef(PyList_GET_ITEM(times, index)));
+    PyList_SET_ITEM(stamp, 1, Py_NewRef(PyList_GET_ITEM(ids, index)));
+    PyList_SET_ITEM(stamp, 2, number);
+    return stamp;
+}
+
+/* {name: stamp} of ``refs``; NULL with an error or without one (an index outside). */
+static PyObject *
+text_stamps(Refs *refs, PyObject *times, PyObject *ids)
+{
+    PyObject *out = PyDict_New();
+    for (Py_ssize_t i = 0; out != NULL && i < refs->count; i++) {
+        PyObject *stamp = text_stamp(times, ids, refs->refs[i].index, refs->refs[i].position);
+        if (stamp == NULL || PyDict_SetItem(out, refs->refs[i].name, stamp) < 0) {
+            Py_XDECREF(stamp);
+            Py_CLEAR(out);
+        } else {
+            Py_DECREF(stamp);
+        }
+    }
+    return out;
+}
+
+static PyObject *
+expand_text(PyObject *module, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t size;
+    const char *data = PyUnicode_AsUTF8AndSize(text, &size);
+    if (data == NULL) {
+        PyErr_Clear(); /* a lone surrogate: orjson's to refuse */
+        Py_RETURN_NONE;
+    }
+    Text t = {data, data + size};
+    Refs written = {NULL, 0, 0}, once = {NULL, 0, 0};
+    long long clear[2] = {0, 0};
+    int has_clear = 0;
+    PyObject *times = PyList_New(0), *ids = PyList_New(0), *w = NULL, *o = NULL, *c = NULL, *out = NULL;
+    if (times == NULL || ids == NULL) {
+        goto done;
+    }
+    if (!text_skip(&t, "{\"w\":") || text_refs(&t, &written) <= 0 || !text_skip(&t, ",\"o\":") ||
+        text_refs(&t, &once) <= 0) {
+        goto done;
+    }
+    if (text_skip(&t, ",\"c\":[")) {
+        if (!text_int(&t, &clear[0]) || !text_skip(&t, ",") || !text_int(&t, &clear[1]) || !text_skip(&t, "]")) {
+            goto done;
+        }
+        has_clear = 1;
+    }
+    if (!text_skip(&t, ",\"e\":") || text_pairs(&t, times, ids) <= 0 || !text_skip(&t, "}") ||
+        t.at != t.end) {
+        goto done;
+    }
+    if ((w = text_stamps(&written, times, ids)) == NULL || (o = text_stamps(&once, times, ids)) == NULL) {
+        goto done;
+    }
+    c = has_clear ? text_stamp(times, ids, clear[0], clear[1]) : Py_NewRef(Py_None);
+    if (c != NULL) {
+        out = PyTuple_Pack(3, w, o, c);
+    }
+done:
+    refs_free(&written);
+    refs_free(&once);
+    Py_XDECREF(times);
+    Py_XDECREF(ids);
+    Py_XDECREF(w);
+    Py_XDECREF(o);
+    Py_XDECREF(c);
+    if (out == NULL && !PyErr_Occurred()) {
+        Py_RETURN_NONE; /* not the regular text: the caller parses it */
+    }
+    return out;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -444,6 +717,8 @@ static PyMethodDef methods[] = {
      "apply_operations(profile, operations, time, id): Profile.apply_event's loop."},
     {"set_operations", set_operations, METH_O, "set_operations(pairs): events.set_operations."},
     {"expand", expand, METH_O, "expand(meta): (written, once, cleared), or None to leave it to Python."},
+    {"expand_text", expand_text, METH_O,
+     "expand_text(text): expand(orjson.loads(text)) for the regular stored text, else None."},
     {"compact", (PyCFunction)(void (*)(void))compact, METH_FASTCALL,
      "compact(written, once, cleared): the stored form, or None to leave it to Python."},
     {NULL, NULL, 0, NULL},

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from traitstream.events import JSON, IdentifyEvent, Op, Operation
 
 try:
@@ -233,6 +235,31 @@ class Profile:
             cleared=cleared,
             created_at_ms=created_at_ms,
         )
+
+    @classmethod
+    def from_text(cls, traits: str, meta: str, created_at_ms: int | None) -> Profile:
+        """``from_stored`` of a row as PostgreSQL returns it: both columns as JSON
+        text (the traits an object). The worker loads thousands a batch."""
+        written, once, cleared = expand_stamps_text(meta)
+        return cls(
+            traits=orjson.loads(traits),
+            written=written,
+            once=once,
+            cleared=cleared,
+            created_at_ms=created_at_ms,
+        )
+
+
+def expand_stamps_text(text: str) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None]:
+    """``expand_stamps`` of stored JSON text. Text exactly as ``meta`` is written
+    (orjson, the compact form) is read straight into the stamps in C, without
+    the parsed form's dict and lists in between; any other is parsed first."""
+    if _merge is not None:
+        expanded = _merge.expand_text(text)
+        if expanded is not None:
+            return expanded
+    meta: Stored = orjson.loads(text)
+    return expand_stamps(meta)
 
 
 def compact_stamps(written: dict[str, Stamp], once: dict[str, Stamp], cleared: Stamp | None) -> Stored:

@@ -343,6 +343,66 @@ def _outcome(function: Callable[[dict], object], meta: dict) -> object:
 
 
 @st.composite
+def stored_texts(draw: st.DrawFn) -> str:
+    """The stored form's text, as orjson writes it, over any names, ids and times
+    (orjson escapes some characters: that text is the Python path's to read)."""
+    pairs = draw(
+        st.lists(st.tuples(st.integers(-62135596800000, 253402300799999), st.text(max_size=8)), max_size=4)
+    )
+    meta: dict = {"w": {}, "o": {}}
+    if pairs:
+        refs = st.tuples(st.integers(0, len(pairs) - 1), st.integers(0, 40)).map(list)
+        meta["w"] = draw(st.dictionaries(st.text(max_size=6), refs, max_size=5))
+        meta["o"] = draw(st.dictionaries(st.text(max_size=6), refs, max_size=2))
+        if draw(st.booleans()):
+            meta["c"] = draw(refs)
+    meta["e"] = [list(pair) for pair in pairs]
+    return orjson.dumps(meta).decode()
+
+
+@compiled
+@settings(max_examples=500, deadline=None)
+@given(text=stored_texts())
+def test_stored_text_is_read_as_its_parsed_form_is(text: str) -> None:
+    expected = merge.expand_stamps_python(orjson.loads(text))
+    assert merge.expand_stamps_text(text) == expected
+    if "\\" not in text:  # nothing escaped: the compiled reader takes it
+        assert _merge.expand_text(text) == expected
+
+
+@compiled
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"w":{"a":[10,"m-1:0",0]},"o":{}}',  # the first form: no "e"
+        '{"w": {}, "o": {}, "e": []}',  # spaces
+        '{"o":{},"w":{},"e":[]}',  # another order
+        '{"w":{"a":[1,0]},"o":{},"e":[[1,"x"]]}',  # an index past the pairs
+        '{"w":{"a":[-1,0]},"o":{},"e":[[1,"x"]]}',  # Python counts it from the end
+        '{"w":{"a":[0.0,0]},"o":{},"e":[[1,"x"]]}',
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x",2]]}',  # a pair of three
+        '{"w":{"a":[0,0]},"o":{},"e":[[1234567890123456789,"x"]]}',  # 19 digits
+        '{"w":{"a":[0,0]},"o":{},"e":[[01,"x"]]}',  # not JSON
+        '{"w":{"a":[0,0]},"o":{},"e":[[-0,"x"]]}',
+        '{"w":{"a\\"b":[0,0]},"o":{},"e":[[1,"x"]]}',  # an escaped quote
+        '{"w":{},"o":{},"c":null,"e":[]}',
+        '{"w":{},"o":{},"e":[]} ',  # trailing space
+        '{"w":{},"o":{},"e":[]',  # cut short
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x"]],"f":1}',
+        '{"e":[[1,"x"]],"w":{}}',  # no "o"
+        "",
+    ],
+)
+def test_stored_text_the_compiled_code_does_not_take_is_read_by_python(text: str) -> None:
+    assert _merge.expand_text(text) is None
+
+    def parsed_then_expanded(t: str) -> object:
+        return merge.expand_stamps_python(orjson.loads(t))
+
+    assert _outcome(merge.expand_stamps_text, text) == _outcome(parsed_then_expanded, text)
+
+
+@st.composite
 def any_ops(draw: st.DrawFn) -> Operation:
     kind = draw(st.sampled_from(list(Op)))
     if kind is Op.CLEAR_ALL:

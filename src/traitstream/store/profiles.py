@@ -309,7 +309,7 @@ class ProfileStore:
                 row[0],
                 row[1],
                 row[2],
-                Profile.from_stored(orjson.loads(row[3]), orjson.loads(row[4]), row[5]),
+                Profile.from_text(row[3], row[4], row[5]),
                 row[6],
                 traits_bytes=len(row[3]) if row[3].isascii() else len(row[3].encode()),
             )
