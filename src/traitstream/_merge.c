@@ -8,6 +8,9 @@
  * - ``expand_text(text)``: ``expand`` of the stored text, read without parsing it
  *   into the stored form first; None for any text not exactly as ``compact`` and
  *   orjson write it.
+ * - ``compact_text(written, once, cleared)``: the stored form's text, as orjson
+ *   would write ``compact``'s result, without building that result; None for any
+ *   stamps not of the regular shape or text that JSON would escape.
  * - ``expand(meta)`` and ``compact(written, once, cleared)``: a profile's stamps
  *   between their stored form and the merge's, a list per trait each way. They
  *   return what ``merge.expand_stamps_python`` and ``merge.compact_stamps`` return,
@@ -403,6 +406,48 @@ typedef struct {
     Py_ssize_t last_index;
 } Pairs;
 
+/* The index of the pair (time, id) in ``p``, a new one when it is not there yet;
+ * -1 on an error. */
+static Py_ssize_t
+pair_index(Pairs *p, PyObject *time, PyObject *id)
+{
+    if (p->last_time != NULL) {
+        /* One identify's stamps share their pair and mostly come one after another. */
+        int equal = PyObject_RichCompareBool(time, p->last_time, Py_EQ);
+        if (equal < 0 || (equal && (equal = PyObject_RichCompareBool(id, p->last_id, Py_EQ)) < 0)) {
+            return -1;
+        }
+        if (equal) {
+            return p->last_index;
+        }
+    }
+    PyObject *key = PyTuple_Pack(2, time, id);
+    if (key == NULL) {
+        return -1;
+    }
+    Py_ssize_t index;
+    PyObject *known = PyDict_GetItemWithError(p->pairs, key);
+    if (known != NULL) {
+        index = PyLong_AsSsize_t(known);
+    } else if (PyErr_Occurred()) {
+        index = -1;
+    } else {
+        index = PyDict_GET_SIZE(p->pairs);
+        PyObject *value = PyLong_FromSsize_t(index);
+        if (value == NULL || PyDict_SetItem(p->pairs, key, value) < 0) {
+            index = -1;
+        }
+        Py_XDECREF(value);
+    }
+    Py_DECREF(key);
+    if (index >= 0) {
+        p->last_time = time;
+        p->last_id = id;
+        p->last_index = index;
+    }
+    return index;
+}
+
 /* ``[index of (stamp[0], stamp[1]), stamp[2]]``; NULL without an error when the stamp
  * is not a list of three. */
 static PyObject *
@@ -412,44 +457,9 @@ reference(void *context, PyObject *stamp)
     if (!PyList_CheckExact(stamp) || PyList_GET_SIZE(stamp) != 3) {
         return NULL;
     }
-    PyObject *time = PyList_GET_ITEM(stamp, 0), *id = PyList_GET_ITEM(stamp, 1);
-    Py_ssize_t index;
-    int same = 0;
-    if (p->last_time != NULL) {
-        /* One identify's stamps share their pair and mostly come one after another. */
-        int equal = PyObject_RichCompareBool(time, p->last_time, Py_EQ);
-        if (equal < 0 || (equal && (equal = PyObject_RichCompareBool(id, p->last_id, Py_EQ)) < 0)) {
-            return NULL;
-        }
-        same = equal;
-    }
-    if (same) {
-        index = p->last_index;
-    } else {
-        PyObject *key = PyTuple_Pack(2, time, id);
-        if (key == NULL) {
-            return NULL;
-        }
-        PyObject *known = PyDict_GetItemWithError(p->pairs, key);
-        if (known != NULL) {
-            index = PyLong_AsSsize_t(known);
-        } else if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return NULL;
-        } else {
-            index = PyDict_GET_SIZE(p->pairs);
-            PyObject *value = PyLong_FromSsize_t(index);
-            int failed = value == NULL || PyDict_SetItem(p->pairs, key, value) < 0;
-            Py_XDECREF(value);
-            if (failed) {
-                Py_DECREF(key);
-                return NULL;
-            }
-        }
-        Py_DECREF(key);
-        p->last_time = time;
-        p->last_id = id;
-        p->last_index = index;
+    Py_ssize_t index = pair_index(p, PyList_GET_ITEM(stamp, 0), PyList_GET_ITEM(stamp, 1));
+    if (index < 0) {
+        return NULL;
     }
     PyObject *ref = PyList_New(2);
     PyObject *number = PyLong_FromSsize_t(index);
@@ -699,6 +709,203 @@ set_operations(PyObject *module, PyObject *pairs)
     return result;
 }
 
+/* ---------------------------------------------------------------------------------- */
+/* compact_text: ``orjson.dumps(compact(...)).decode()`` written directly, without
+ * the stored form's dict and lists. Only for stamps of the regular shape: a list of
+ * an int, a str and an int, each int within 64 bits, and names and ids that JSON
+ * writes as they are (no quote, backslash or control character); None otherwise. */
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, room;
+} Out;
+
+static int
+out_put(Out *o, const char *data, Py_ssize_t size)
+{
+    if (o->size + size > o->room) {
+        Py_ssize_t room = o->room ? o->room : 512;
+        while (room < o->size + size) {
+            room *= 2;
+        }
+        char *grown = PyMem_Realloc(o->data, (size_t)room);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        o->data = grown;
+        o->room = room;
+    }
+    memcpy(o->data + o->size, data, (size_t)size);
+    o->size += size;
+    return 0;
+}
+
+static int
+out_literal(Out *o, const char *text)
+{
+    return out_put(o, text, (Py_ssize_t)strlen(text));
+}
+
+/* The decimal digits of ``value`` (snprintf costs ten times as much). */
+static int
+out_long(Out *o, long long value)
+{
+    char digits[24];
+    char *end = digits + sizeof digits, *at = end;
+    unsigned long long n = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    do {
+        *--at = (char)('0' + n % 10);
+        n /= 10;
+    } while (n != 0);
+    if (value < 0) {
+        *--at = '-';
+    }
+    return out_put(o, at, end - at);
+}
+
+/* 1 when written, 0 when not an int within 64 bits, -1 on an error. */
+static int
+out_int(Out *o, PyObject *number)
+{
+    if (!PyLong_CheckExact(number)) {
+        return 0;
+    }
+    int overflow;
+    long long value = PyLong_AsLongLongAndOverflow(number, &overflow);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow) {
+        return 0;
+    }
+    return out_long(o, value) < 0 ? -1 : 1;
+}
+
+/* 1 when written as a JSON string, 0 when JSON would escape some of it, -1 on an
+ * error. */
+static int
+out_string(Out *o, PyObject *text)
+{
+    if (!PyUnicode_CheckExact(text)) {
+        return 0;
+    }
+    Py_ssize_t size;
+    const char *data = PyUnicode_AsUTF8AndSize(text, &size);
+    if (data == NULL) {
+        PyErr_Clear(); /* a lone surrogate: orjson's to refuse */
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        unsigned char ch = (unsigned char)data[i];
+        if (ch < 0x20 || ch == '"' || ch == '\\') {
+            return 0;
+        }
+    }
+    if (out_put(o, "\"", 1) < 0 || out_put(o, data, size) < 0 || out_put(o, "\"", 1) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
+/* ``[INDEX,POSITION]`` of a stamp; 1, 0 or -1 as above. */
+static int
+out_reference(Out *o, Pairs *p, PyObject *stamp)
+{
+    if (!PyList_CheckExact(stamp) || PyList_GET_SIZE(stamp) != 3 ||
+        !PyLong_CheckExact(PyList_GET_ITEM(stamp, 0)) || !PyUnicode_CheckExact(PyList_GET_ITEM(stamp, 1))) {
+        return 0;
+    }
+    Py_ssize_t index = pair_index(p, PyList_GET_ITEM(stamp, 0), PyList_GET_ITEM(stamp, 1));
+    if (index < 0) {
+        return -1;
+    }
+    if (out_put(o, "[", 1) < 0 || out_long(o, index) < 0 || out_put(o, ",", 1) < 0) {
+        return -1;
+    }
+    int done = out_int(o, PyList_GET_ITEM(stamp, 2));
+    if (done <= 0) {
+        return done;
+    }
+    return out_put(o, "]", 1) < 0 ? -1 : 1;
+}
+
+/* ``{NAME:[INDEX,POSITION],...}`` of a dict of stamps; 1, 0 or -1 as above. */
+static int
+out_references(Out *o, Pairs *p, PyObject *stamps)
+{
+    if (out_put(o, "{", 1) < 0) {
+        return -1;
+    }
+    Py_ssize_t at = 0;
+    PyObject *name, *stamp;
+    int first = 1, done;
+    while (PyDict_Next(stamps, &at, &name, &stamp)) {
+        if ((!first && out_put(o, ",", 1) < 0)) {
+            return -1;
+        }
+        first = 0;
+        if ((done = out_string(o, name)) <= 0) {
+            return done;
+        }
+        if (out_put(o, ":", 1) < 0) {
+            return -1;
+        }
+        if ((done = out_reference(o, p, stamp)) <= 0) {
+            return done;
+        }
+    }
+    return out_put(o, "}", 1) < 0 ? -1 : 1;
+}
+
+static PyObject *
+compact_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        Py_RETURN_NONE;
+    }
+    Pairs p = {PyDict_New(), NULL, NULL, 0};
+    Out o = {NULL, 0, 0};
+    PyObject *text = NULL;
+    int done = 0;
+    if (p.pairs == NULL) {
+        goto end;
+    }
+    if (out_literal(&o, "{\"w\":") < 0 || (done = out_references(&o, &p, args[0])) <= 0 ||
+        out_literal(&o, ",\"o\":") < 0 || (done = out_references(&o, &p, args[1])) <= 0) {
+        goto end;
+    }
+    if (args[2] != Py_None &&
+        (out_literal(&o, ",\"c\":") < 0 || (done = out_reference(&o, &p, args[2])) <= 0)) {
+        goto end;
+    }
+    if (out_literal(&o, ",\"e\":[") < 0) {
+        goto end;
+    }
+    Py_ssize_t at = 0;
+    PyObject *key, *value;
+    int first = 1;
+    while (PyDict_Next(p.pairs, &at, &key, &value)) {
+        if ((!first && out_put(&o, ",", 1) < 0) || out_put(&o, "[", 1) < 0 ||
+            (done = out_int(&o, PyTuple_GET_ITEM(key, 0))) <= 0 || out_put(&o, ",", 1) < 0 ||
+            (done = out_string(&o, PyTuple_GET_ITEM(key, 1))) <= 0 || out_put(&o, "]", 1) < 0) {
+            goto end;
+        }
+        first = 0;
+    }
+    if (out_literal(&o, "]}") < 0) {
+        goto end;
+    }
+    text = PyUnicode_DecodeUTF8(o.data, o.size, NULL);
+end:
+    PyMem_Free(o.data);
+    Py_XDECREF(p.pairs);
+    if (text == NULL && !PyErr_Occurred()) {
+        Py_RETURN_NONE; /* not the regular shape: Python writes it */
+    }
+    return text;
+}
+
 static PyObject *
 bind(PyObject *module, PyObject *args)
 {
@@ -721,6 +928,8 @@ static PyMethodDef methods[] = {
      "expand_text(text): expand(orjson.loads(text)) for the regular stored text, else None."},
     {"compact", (PyCFunction)(void (*)(void))compact, METH_FASTCALL,
      "compact(written, once, cleared): the stored form, or None to leave it to Python."},
+    {"compact_text", (PyCFunction)(void (*)(void))compact_text, METH_FASTCALL,
+     "compact_text(written, once, cleared): orjson.dumps(compact(...)).decode(), or None."},
     {NULL, NULL, 0, NULL},
 };
 

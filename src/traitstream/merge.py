@@ -217,6 +217,15 @@ class Profile:
                 return compact
         return compact_stamps(self.written, self.once, self.cleared)
 
+    def meta_text(self) -> str:
+        """``meta()`` as the JSON text that is stored (orjson's), written directly
+        in C without building ``meta()`` first, when the extension can."""
+        if _merge is not None:
+            text = _merge.compact_text(self.written, self.once, self.cleared)
+            if text is not None:
+                return text
+        return orjson.dumps(self.meta()).decode()
+
     @classmethod
     def from_stored(
         cls,

@@ -402,6 +402,35 @@ def test_stored_text_the_compiled_code_does_not_take_is_read_by_python(text: str
     assert _outcome(merge.expand_stamps_text, text) == _outcome(parsed_then_expanded, text)
 
 
+STAMP_TEXT = st.one_of(st.text(max_size=6), st.sampled_from(["a", "é", 'q"', "b\\", "t\t", "\x7f"]))
+
+
+@compiled
+@settings(max_examples=500, deadline=None)
+@given(data=st.data())
+def test_stored_text_is_written_as_orjson_writes_the_stored_form(data: st.DataObject) -> None:
+    """Any names, ids, times and positions; the text written directly when nothing
+    in it needs escaping, by Python (the same text) when something does."""
+    stamp = st.tuples(st.integers(-(2**63), 2**63 - 1) | st.just(1.5), STAMP_TEXT, st.integers(0, 40)).map(
+        list
+    )
+    written = data.draw(st.dictionaries(STAMP_TEXT, stamp, max_size=5))
+    once = data.draw(st.dictionaries(STAMP_TEXT, stamp, max_size=2))
+    cleared = data.draw(st.none() | stamp)
+    expected = orjson.dumps(merge.compact_stamps(written, once, cleared)).decode()
+    profile = Profile(traits={}, written=written, once=once, cleared=cleared)
+    assert profile.meta_text() == expected
+    direct = _merge.compact_text(written, once, cleared)
+    assert direct is None or direct == expected
+
+    def plain(text: str) -> bool:
+        return not any(c in '"\\' or c < " " for c in text)
+
+    stamps = [*written.items(), *once.items(), *([("", cleared)] if cleared else [])]
+    regular = all(type(s[0]) is int and plain(name) and plain(s[1]) for name, s in stamps)
+    assert (direct is not None) == regular, expected
+
+
 @st.composite
 def any_ops(draw: st.DrawFn) -> Operation:
     kind = draw(st.sampled_from(list(Op)))

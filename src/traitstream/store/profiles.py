@@ -330,7 +330,7 @@ class ProfileStore:
                         r.workspace_id,
                         r.user_id,
                         r.profile.traits,
-                        dumps(r.profile.meta()).decode(),
+                        r.profile.meta_text(),
                         r.profile.created_at_ms,
                         r.updated_at_ms,
                     )
