@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "_named_tuple.h"
+#include "_shared_names.h"
 
 /* The stored form's keys and the profile's attribute names, made once at import:
  * the ``...String`` lookups build a str for every call, several per profile. */
@@ -180,9 +181,10 @@ text_int(Text *t, long long *out)
 }
 
 /* A JSON string with nothing escaped; NULL without an error for any other (an
- * escape, a control character, bytes that are not UTF-8). */
+ * escape, a control character, bytes that are not UTF-8). ``name``: a trait name,
+ * shared (see _shared_names.h). */
 static PyObject *
-text_string(Text *t)
+text_string(Text *t, int name)
 {
     if (t->at >= t->end || *t->at != '"') {
         return NULL;
@@ -197,7 +199,7 @@ text_string(Text *t)
     if (at >= t->end) {
         return NULL;
     }
-    PyObject *text = PyUnicode_DecodeUTF8(start, at - start, NULL);
+    PyObject *text = name ? shared_name(start, at - start) : PyUnicode_DecodeUTF8(start, at - start, NULL);
     if (text == NULL) {
         PyErr_Clear(); /* orjson's to refuse, on the caller's path */
         return NULL;
@@ -237,7 +239,7 @@ text_refs(Text *t, Refs *out)
         return 1;
     }
     for (;;) {
-        PyObject *name = text_string(t);
+        PyObject *name = text_string(t, 1);
         Ref ref = {name, 0, 0};
         if (name == NULL) {
             return 0;
@@ -283,7 +285,7 @@ text_pairs(Text *t, PyObject *times, PyObject *ids)
         if (!text_skip(t, "[") || !text_int(t, &time) || !text_skip(t, ",")) {
             return 0;
         }
-        PyObject *id = text_string(t);
+        PyObject *id = text_string(t, 0);
         if (id == NULL) {
             return 0;
         }

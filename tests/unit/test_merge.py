@@ -371,6 +371,17 @@ def test_stored_text_is_read_as_its_parsed_form_is(text: str) -> None:
 
 
 @compiled
+def test_stored_text_shares_its_trait_names() -> None:
+    text = '{"w":{"plan":[0,0],"prénom":[0,1]},"o":{},"e":[[1,"m:0"]]}'
+    first, second = _merge.expand_text(text), _merge.expand_text(text)
+    assert first == second
+    (plan_a, name_a), (plan_b, name_b) = list(first[0]), list(second[0])
+    assert plan_a is plan_b  # a short ASCII name: one shared string
+    assert name_a == name_b and name_a is not name_b  # anything else is read afresh
+    assert first[0]["plan"][1] is not second[0]["plan"][1]  # ids are not names
+
+
+@compiled
 @pytest.mark.parametrize(
     "text",
     [

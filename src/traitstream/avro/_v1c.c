@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "../_named_tuple.h"
+#include "../_shared_names.h"
 
 /* The Python side, set once by bind(). */
 static PyObject *EventType;     /* traitstream.events.IdentifyEvent */
@@ -123,38 +124,6 @@ read_byte(Cursor *c, unsigned char *out)
     return 0;
 }
 
-/* Trait names, workspace ids and dialects repeat from record to record: each is
- * read once into a small table (by a hash of its bytes, one entry per slot, the
- * newest wins) and shared afterwards. A shared string skips the decode and the
- * allocation, keeps its hash, and a batch holds one object per name instead of
- * one per record. Only short ASCII strings are kept: at most NAMES x 64 bytes. */
-#define NAMES 1024
-#define NAME_MAX_BYTES 64
-static PyObject *Names[NAMES];
-
-static PyObject *
-shared_name(const unsigned char *start, Py_ssize_t size)
-{
-    if (size > NAME_MAX_BYTES) {
-        return PyUnicode_DecodeUTF8((const char *)start, size, NULL);
-    }
-    uint32_t hash = 2166136261u; /* FNV-1a */
-    for (Py_ssize_t i = 0; i < size; i++) {
-        hash = (hash ^ start[i]) * 16777619u;
-    }
-    PyObject **slot = &Names[hash & (NAMES - 1)];
-    PyObject *known = *slot;
-    if (known != NULL && PyUnicode_GET_LENGTH(known) == size &&
-        memcmp(PyUnicode_DATA(known), start, (size_t)size) == 0) {
-        return Py_NewRef(known);
-    }
-    PyObject *text = PyUnicode_DecodeUTF8((const char *)start, size, NULL);
-    if (text != NULL && PyUnicode_IS_COMPACT_ASCII(text)) {
-        Py_XSETREF(*slot, Py_NewRef(text)); /* only ASCII: its data is its bytes */
-    }
-    return text;
-}
-
 /* A string holding no NUL (PostgreSQL stores none); ``shared``: one of the names
  * above. */
 static PyObject *
@@ -170,7 +139,7 @@ read_string(Cursor *c, int shared)
         return NULL;
     }
     if (shared) {
-        return shared_name(start, size);
+        return shared_name((const char *)start, size);
     }
     return PyUnicode_DecodeUTF8((const char *)start, size, NULL);
 }
