@@ -8,8 +8,10 @@
  *   own types; the Python walk then decides and names what is wrong.
  * - ``check_typed(traits, where, types, string_check)``: the loop of
  *   ``traits.check_typed``. A string given to a trait whose check is
- *   ``string_check`` passes here; every other typed trait is handed to its
- *   Python check, which raises what it raises.
+ *   ``string_check`` passes here, and so does each such field of an object trait
+ *   whose check is a ``traits.ObjectCheck`` (once ``bind`` has named that class);
+ *   every other typed trait or field is handed to its Python check, which raises
+ *   what it raises.
  *
  * The Python functions stay the reference; tests/unit/test_dialect_checks.py
  * compares both on random values.
@@ -88,6 +90,79 @@ plainly_fine(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(fine);
 }
 
+/* traits.ObjectCheck, set by bind(): its fields are checked here, the string ones
+ * without a call. */
+static PyTypeObject *ObjectCheckType;
+static PyObject *FieldsName;
+
+/* ``inner(value, "where.name[.key]")``: a check in Python, named as the Python loop
+ * names it (``key`` may be NULL). 0, or -1 with its error. */
+static int
+call_check(PyObject *inner, PyObject *value, PyObject *where, PyObject *name, PyObject *key)
+{
+    /* The check is Python code: hold what it is given, whatever it does. */
+    Py_INCREF(inner);
+    Py_INCREF(value);
+    Py_INCREF(name);
+    Py_XINCREF(key);
+    PyObject *field = key == NULL ? PyUnicode_FromFormat("%S.%S", where, name)
+                                  : PyUnicode_FromFormat("%S.%S.%S", where, name, key);
+    PyObject *done = field == NULL ? NULL : PyObject_CallFunctionObjArgs(inner, value, field, NULL);
+    Py_XDECREF(field);
+    Py_DECREF(inner);
+    Py_DECREF(value);
+    Py_DECREF(name);
+    Py_XDECREF(key);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+/* ``ObjectCheck.__call__`` for a dict ``value``: each field of ``check.fields`` that
+ * is present and not null, by its own check. 0, or -1 with the error. */
+static int
+check_fields(PyObject *value, PyObject *check, PyObject *where, PyObject *name, PyObject *string_check)
+{
+    PyObject *fields = PyObject_GetAttr(check, FieldsName);
+    if (fields == NULL) {
+        return -1;
+    }
+    int failed = 0;
+    if (!PyDict_CheckExact(fields)) {
+        failed = call_check(check, value, where, name, NULL); /* not as built: its own call */
+        Py_DECREF(fields);
+        return failed;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *inner;
+    while (!failed && PyDict_Next(fields, &pos, &key, &inner)) {
+        PyObject *item = PyDict_GetItemWithError(value, key); /* borrowed */
+        if (item == NULL) {
+            failed = PyErr_Occurred() != NULL ? -1 : 0;
+            continue;
+        }
+        if (item == Py_None || (inner == string_check && PyUnicode_CheckExact(item))) {
+            continue;
+        }
+        failed = call_check(inner, item, where, name, key);
+    }
+    Py_DECREF(fields);
+    return failed;
+}
+
+static PyObject *
+bind(PyObject *module, PyObject *type)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "bind(ObjectCheck): a class");
+        return NULL;
+    }
+    if (FieldsName == NULL && (FieldsName = PyUnicode_InternFromString("fields")) == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(ObjectCheckType, (PyTypeObject *)Py_NewRef(type));
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -112,20 +187,15 @@ check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (check == string_check && PyUnicode_CheckExact(value)) {
             continue; /* most typed traits are strings */
         }
-        /* The check is Python code: hold what it is given, whatever it does. */
-        Py_INCREF(name);
-        Py_INCREF(value);
-        Py_INCREF(check);
-        PyObject *field = PyUnicode_FromFormat("%S.%S", where, name);
-        PyObject *done = field == NULL ? NULL : PyObject_CallFunctionObjArgs(check, value, field, NULL);
-        Py_XDECREF(field);
-        Py_DECREF(check);
-        Py_DECREF(value);
-        Py_DECREF(name);
-        if (done == NULL) {
+        if (ObjectCheckType != NULL && Py_TYPE(check) == ObjectCheckType && PyDict_CheckExact(value)) {
+            if (check_fields(value, check, where, name, string_check) < 0) {
+                return NULL;
+            }
+            continue;
+        }
+        if (call_check(check, value, where, name, NULL) < 0) {
             return NULL;
         }
-        Py_DECREF(done);
     }
     Py_RETURN_NONE;
 }
@@ -135,6 +205,7 @@ static PyMethodDef methods[] = {
      "plainly_fine(value, limit): True when check_value would pass value; False: walk it."},
     {"check_typed", (PyCFunction)(void (*)(void))check_typed, METH_FASTCALL,
      "check_typed(traits, where, types, string_check): traits.check_typed's loop."},
+    {"bind", bind, METH_O, "bind(ObjectCheck): object traits' fields are checked in C from then on."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -60,15 +60,26 @@ def _string_list(value: JSON, name: str) -> None:
             raise _fail(f"{name}[{index}]", "a string", item)
 
 
-def _object_of(fields: Mapping[str, Check]) -> Check:
-    def check(value: JSON, name: str) -> None:
+class ObjectCheck:
+    """The check of an object trait (``address``, ``company``): each field named in
+    ``fields`` by its own check. A class rather than a closure, so that the
+    compiled loop can see the fields and check the string ones itself."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: Mapping[str, Check]) -> None:
+        self.fields = dict(fields)
+
+    def __call__(self, value: JSON, name: str) -> None:
         if not isinstance(value, dict):
             raise _fail(name, "an object", value)
-        for key, inner in fields.items():
+        for key, inner in self.fields.items():
             if value.get(key) is not None:
                 inner(value[key], f"{name}.{key}")
 
-    return check
+
+if _checks is not None:
+    _checks.bind(ObjectCheck)
 
 
 ADDRESS_FIELDS: dict[str, Check] = {
@@ -87,11 +98,11 @@ COMPANY_FIELDS: dict[str, Check] = {
 }
 
 RESERVED: dict[str, Check] = {
-    "address": _object_of(ADDRESS_FIELDS),
+    "address": ObjectCheck(ADDRESS_FIELDS),
     "age": _number,
     "avatar": _string,
     "birthday": _date,
-    "company": _object_of(COMPANY_FIELDS),
+    "company": ObjectCheck(COMPANY_FIELDS),
     "description": _string,
     "email": _string,
     "first_name": _string,
@@ -142,8 +153,8 @@ TYPED: dict[str, Check] = RESERVED | ENRICHMENT
 CAMEL_ADDRESS_FIELDS: dict[str, Check] = ADDRESS_FIELDS | {"postalCode": _string_or_number}
 CAMEL_COMPANY_FIELDS: dict[str, Check] = COMPANY_FIELDS | {"employeeCount": _number}
 SEGMENT_TYPED: dict[str, Check] = RESERVED | {
-    "address": _object_of(CAMEL_ADDRESS_FIELDS),
-    "company": _object_of(CAMEL_COMPANY_FIELDS),
+    "address": ObjectCheck(CAMEL_ADDRESS_FIELDS),
+    "company": ObjectCheck(CAMEL_COMPANY_FIELDS),
     "firstName": _string,
     "lastName": _string,
     "createdAt": _date,
