@@ -20,12 +20,14 @@
  *
  * - ``set_operations(pairs)``: ``events.set_operations``, a ``set`` Operation for
  *   each (name, value) of an identify's traits (the edge, once per identify).
+ * - ``profile_id(kind, workspace_id, id)``: the profiles' UUIDv5 ids (see below).
  *
  * ``events.py`` binds ``Op.SET`` and ``Operation`` at import. The Python functions
  * stay the reference; tests/unit/test_merge.py compares both.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "_named_tuple.h"
@@ -908,6 +910,169 @@ end:
     return text;
 }
 
+/* ---------------------------------------------------------------------------------- */
+/* profile_id(kind, workspace, id): ``events.user_profile_id`` and
+ * ``anonymous_profile_id``, the UUIDv5 of "workspace\x1fkind\x1fid" in the profile
+ * namespace. The workers take one per identify; in Python, OpenSSL's setup of each
+ * SHA-1 cost more than the hash, so SHA-1 is here (FIPS 180-4; the tests compare
+ * with uuid.uuid5). Not for secrets: only for ids. */
+
+static PyObject *Namespace;   /* PROFILE_NAMESPACE.bytes */
+static PyTypeObject *UuidType; /* uuid.UUID */
+static PyObject *SafeUnknown; /* uuid.SafeUUID.unknown */
+static PyObject *AttrInt, *AttrIsSafe, *NoArgs;
+
+static uint32_t
+rotl(uint32_t x, int n)
+{
+    return (x << n) | (x >> (32 - n));
+}
+
+static void
+sha1_block(uint32_t h[5], const unsigned char *p)
+{
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++) {
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    }
+    for (int i = 16; i < 80; i++) {
+        w[i] = rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5A827999;
+        } else if (i < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ED9EBA1;
+        } else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8F1BBCDC;
+        } else {
+            f = b ^ c ^ d;
+            k = 0xCA62C1D6;
+        }
+        uint32_t t = rotl(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rotl(b, 30);
+        b = a;
+        a = t;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+}
+
+/* The first 16 bytes of SHA-1(``data[:size]``), into ``out``. */
+static void
+sha1_16(const unsigned char *data, size_t size, unsigned char out[16])
+{
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    size_t whole = size / 64 * 64;
+    for (size_t at = 0; at < whole; at += 64) {
+        sha1_block(h, data + at);
+    }
+    unsigned char tail[128] = {0};
+    size_t rest = size - whole;
+    memcpy(tail, data + whole, rest);
+    tail[rest] = 0x80;
+    size_t blocks = rest + 1 + 8 <= 64 ? 1 : 2;
+    uint64_t bits = (uint64_t)size * 8;
+    for (int i = 0; i < 8; i++) {
+        tail[blocks * 64 - 1 - i] = (unsigned char)(bits >> (8 * i));
+    }
+    for (size_t i = 0; i < blocks; i++) {
+        sha1_block(h, tail + 64 * i);
+    }
+    for (int i = 0; i < 4; i++) {
+        out[4 * i] = (unsigned char)(h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+static PyObject *
+profile_id(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (UuidType == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "traitstream._merge: bind_ids() was not called");
+        return NULL;
+    }
+    if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "profile_id(kind: str, workspace_id: str, id: str)");
+        return NULL;
+    }
+    Py_ssize_t sizes[3];
+    const char *parts[3];
+    for (int i = 0; i < 3; i++) {
+        if ((parts[i] = PyUnicode_AsUTF8AndSize(args[i], &sizes[i])) == NULL) {
+            return NULL; /* a lone surrogate: str.encode() refuses it too */
+        }
+    }
+    /* namespace, workspace, \x1f, kind, \x1f, id */
+    size_t size = (size_t)PyBytes_GET_SIZE(Namespace) + (size_t)sizes[1] + (size_t)sizes[0] + (size_t)sizes[2] + 2;
+    unsigned char small[512];
+    unsigned char *name = size <= sizeof small ? small : PyMem_Malloc(size);
+    if (name == NULL) {
+        return PyErr_NoMemory();
+    }
+    unsigned char *at = name;
+    memcpy(at, PyBytes_AS_STRING(Namespace), (size_t)PyBytes_GET_SIZE(Namespace));
+    at += PyBytes_GET_SIZE(Namespace);
+    memcpy(at, parts[1], (size_t)sizes[1]);
+    at += sizes[1];
+    *at++ = 0x1f;
+    memcpy(at, parts[0], (size_t)sizes[0]);
+    at += sizes[0];
+    *at++ = 0x1f;
+    memcpy(at, parts[2], (size_t)sizes[2]);
+    unsigned char digest[16];
+    sha1_16(name, size, digest);
+    if (name != small) {
+        PyMem_Free(name);
+    }
+    digest[6] = (unsigned char)((digest[6] & 0x0F) | 0x50); /* version 5 */
+    digest[8] = (unsigned char)((digest[8] & 0x3F) | 0x80); /* the RFC 4122 variant */
+    PyObject *value = _PyLong_FromByteArray(digest, 16, 0, 0);
+    if (value == NULL) {
+        return NULL;
+    }
+    /* object.__new__(UUID) and object.__setattr__, as events._uuid5 does: UUID's
+     * own __setattr__ refuses every write. */
+    PyObject *uuid = PyBaseObject_Type.tp_new(UuidType, NoArgs, NULL);
+    if (uuid == NULL || PyObject_GenericSetAttr(uuid, AttrInt, value) < 0 ||
+        PyObject_GenericSetAttr(uuid, AttrIsSafe, SafeUnknown) < 0) {
+        Py_XDECREF(uuid);
+        uuid = NULL;
+    }
+    Py_DECREF(value);
+    return uuid;
+}
+
+static PyObject *
+bind_ids(PyObject *module, PyObject *args)
+{
+    PyObject *namespace, *type, *unknown;
+    if (!PyArg_ParseTuple(args, "SO!O", &namespace, &PyType_Type, &type, &unknown)) {
+        return NULL;
+    }
+    if ((AttrInt == NULL && (AttrInt = PyUnicode_InternFromString("int")) == NULL) ||
+        (AttrIsSafe == NULL && (AttrIsSafe = PyUnicode_InternFromString("is_safe")) == NULL) ||
+        (NoArgs == NULL && (NoArgs = PyTuple_New(0)) == NULL)) {
+        return NULL;
+    }
+    Py_XSETREF(Namespace, Py_NewRef(namespace));
+    Py_XSETREF(UuidType, (PyTypeObject *)Py_NewRef(type));
+    Py_XSETREF(SafeUnknown, Py_NewRef(unknown));
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 bind(PyObject *module, PyObject *args)
 {
@@ -922,6 +1087,9 @@ bind(PyObject *module, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"bind", bind, METH_VARARGS, "bind(Op.SET, Operation)"},
+    {"bind_ids", bind_ids, METH_VARARGS, "bind_ids(PROFILE_NAMESPACE.bytes, uuid.UUID, uuid.SafeUUID.unknown)"},
+    {"profile_id", (PyCFunction)(void (*)(void))profile_id, METH_FASTCALL,
+     "profile_id(kind, workspace_id, id): the UUIDv5 of workspace\\x1fkind\\x1fid in the profile namespace."},
     {"apply_operations", (PyCFunction)(void (*)(void))apply_operations, METH_FASTCALL,
      "apply_operations(profile, operations, time, id): Profile.apply_event's loop."},
     {"set_operations", set_operations, METH_O, "set_operations(pairs): events.set_operations."},

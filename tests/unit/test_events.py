@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from traitstream import events
 from traitstream.events import (
     PROFILE_NAMESPACE,
     Op,
@@ -15,10 +16,20 @@ from traitstream.events import (
     user_profile_id,
 )
 
+# Around SHA-1's block edges (a name of 55 bytes or more takes a second block for
+# its length), and past the compiled code's stack buffer of 512 bytes.
+NAMES = ["u1", "bench-user-00001234", "", "é中😀", "a" * 255, "\x00", "x\x1fuser\x1fy"]
+NAMES += ["b" * n for n in (30, 31, 32, 33, 40, 41, 94, 95, 96, 97, 488, 489, 490, 1000)]
 
-@pytest.mark.parametrize(
-    "name", ["u1", "bench-user-00001234", "", "é中😀", "a" * 255, "\x00", "x\x1fuser\x1fy"]
-)
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_python_profile_id_is_uuid5(name: str) -> None:
+    made = events._uuid5(f"ws\x1fuser\x1f{name}")
+    assert made == uuid.uuid5(PROFILE_NAMESPACE, f"ws\x1fuser\x1f{name}")
+    assert made.is_safe is uuid.SafeUUID.unknown
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_profile_ids_are_uuid5_of_workspace_and_id(name: str) -> None:
     for made, expected in (
         (user_profile_id("ws", name), uuid.uuid5(PROFILE_NAMESPACE, f"ws\x1fuser\x1f{name}")),
