@@ -725,23 +725,39 @@ typedef struct {
 } Out;
 
 static int
+out_grow(Out *o, Py_ssize_t size);
+
+/* ``data[:size]`` at the end; -1 on an error. */
+static inline int
 out_put(Out *o, const char *data, Py_ssize_t size)
 {
-    if (o->size + size > o->room) {
-        Py_ssize_t room = o->room ? o->room : 512;
-        while (room < o->size + size) {
-            room *= 2;
-        }
-        char *grown = PyMem_Realloc(o->data, (size_t)room);
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        o->data = grown;
-        o->room = room;
+    if (o->size + size > o->room && out_grow(o, size) < 0) {
+        return -1;
     }
-    memcpy(o->data + o->size, data, (size_t)size);
-    o->size += size;
+    if (size == 1) {
+        o->data[o->size++] = data[0]; /* most puts are a bracket or a comma */
+    } else {
+        memcpy(o->data + o->size, data, (size_t)size);
+        o->size += size;
+    }
+    return 0;
+}
+
+/* Room for ``size`` more bytes; -1 on an error. */
+static int
+out_grow(Out *o, Py_ssize_t size)
+{
+    Py_ssize_t room = o->room ? o->room : 512;
+    while (room < o->size + size) {
+        room *= 2;
+    }
+    char *grown = PyMem_Realloc(o->data, (size_t)room);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    o->data = grown;
+    o->room = room;
     return 0;
 }
 
