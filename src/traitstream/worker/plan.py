@@ -63,14 +63,12 @@ class StoredProfile:
     updated_at_ms: int
     traits_bytes: int = 2
     """An upper bound of the size of ``profile.traits`` as JSON."""
-
-
-@dataclass(slots=True)
-class _Sizing:
-    """What the planner knows of one row's size during a batch."""
-
-    exact: int
-    """The exact bound (``growth_bound`` after ``growth_bound``) up to ``unmeasured``."""
+    # What the planner knows of the row's size during a batch, kept here rather than
+    # in a dict by profile id: a UUID's hash is Python code, and the planner asks
+    # for a row's sizing once per identify.
+    exact_bytes: int = -1
+    """The exact bound (``growth_bound`` after ``growth_bound``) up to ``unmeasured``;
+    -1 until the planner first needs it in a batch (``plan_batch`` sets it so)."""
     unmeasured: list[tuple[IdentifyEvent, dict[str, JSON]]] = field(default_factory=list)
     """Events applied on the loose bound since, each with the values it replaced."""
 
@@ -124,10 +122,11 @@ class _Planner:
     ) -> None:
         self.links = dict(links)
         self.rows = dict(profiles)
+        for row in self.rows.values():
+            row.exact_bytes = -1  # this batch's sizing starts afresh, whoever made the row
         self.now_ms = now_ms
         self.max_traits_bytes = max_traits_bytes
         self.plan = BatchPlan()
-        self.sizing: dict[uuid.UUID, _Sizing] = {}
 
     def _touch(self, row: StoredProfile) -> StoredProfile:
         row.updated_at_ms = self.now_ms
@@ -142,8 +141,7 @@ class _Planner:
         return row
 
     def _drop(self, profile_id: uuid.UUID) -> None:
-        self.rows.pop(profile_id, None)
-        self.sizing.pop(profile_id, None)  # the id may start a fresh profile later in the batch
+        self.rows.pop(profile_id, None)  # the id may start a fresh profile later in the batch
         self.plan.upserts.pop(profile_id, None)
         self.plan.deletes.add(profile_id)
         for key in [k for k, v in self.links.items() if v == profile_id]:
@@ -188,7 +186,6 @@ class _Planner:
         if not self._fits(target, event):
             if not existed:
                 del self.rows[target.profile_id]
-                self.sizing.pop(target.profile_id, None)
             return False
         for anon in event.anonymous_ids:
             key = (ws, anon)
@@ -212,20 +209,17 @@ class _Planner:
 
     # --- the size cap -------------------------------------------------------------
 
-    def _sizing(self, row: StoredProfile) -> _Sizing:
-        sizing = self.sizing.get(row.profile_id)
-        if sizing is None:
-            sizing = self.sizing[row.profile_id] = _Sizing(row.traits_bytes)
-        return sizing
-
-    def _exact(self, row: StoredProfile) -> int:
+    @staticmethod
+    def _exact(row: StoredProfile) -> int:
         """The exact bound of ``row``: what applying every event through ``growth_bound``
         would have made of it."""
-        sizing = self._sizing(row)
-        for event, replaced in sizing.unmeasured:
-            sizing.exact += growth_bound(replaced, event)
-        sizing.unmeasured.clear()
-        return sizing.exact
+        if row.exact_bytes < 0:
+            row.exact_bytes = row.traits_bytes
+            row.unmeasured.clear()
+        for event, replaced in row.unmeasured:
+            row.exact_bytes += growth_bound(replaced, event)
+        row.unmeasured.clear()
+        return row.exact_bytes
 
     def _fits(self, target: StoredProfile, event: IdentifyEvent) -> bool:
         """Whether ``event`` keeps ``target`` (with the anonymous profiles it brings
@@ -236,17 +230,19 @@ class _Planner:
         loose = target.traits_bytes + growth
         for row in absorbed:
             loose += row.traits_bytes
-        sizing = self._sizing(target)
+        if target.exact_bytes < 0:
+            target.exact_bytes = target.traits_bytes
+            target.unmeasured.clear()
         if loose <= self.max_traits_bytes:
-            sizing.unmeasured.append((event, replaced))
+            target.unmeasured.append((event, replaced))
             for row in absorbed:
-                sizing.exact += self._exact(row)
+                target.exact_bytes += self._exact(row)
             target.traits_bytes = loose
             return True
         exact = self._exact(target) + growth_bound(traits, event) + sum(self._exact(row) for row in absorbed)
         if exact > self.max_traits_bytes:
             return False
-        sizing.exact = target.traits_bytes = exact
+        target.exact_bytes = target.traits_bytes = exact
         return True
 
 
