@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -35,6 +36,7 @@ from traitstream.avro import codec
 from traitstream.avro.schemas import LocalSchemas
 from traitstream.bench import procs, workload
 from traitstream.bench.stack import create_database, drop_database
+from traitstream.config import CommonSettings
 from traitstream.dialects import thrivestack
 from traitstream.dialects.common import Envelope
 from traitstream.runtime import collector_paused, tune_gc
@@ -174,8 +176,8 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("TRAITSTREAM_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres"),
-        help="a server to create the scratch database on (default: TRAITSTREAM_DATABASE_URL)",
+        default=None,
+        help="a server to create the scratch database on (default: TRAITSTREAM_DATABASE_URL's)",
     )
     parser.add_argument(
         "--identifies", type=int, default=20_000, help="identifies per pass (a multiple of 500 above 500)"
@@ -190,16 +192,18 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.identifies < 1 or args.passes < 1 or args.batch < 1:
         parser.error("--identifies, --passes and --batch must be at least 1")
+    from_env: dict[str, Any] = {}  # every value comes from TRAITSTREAM_* variables
+    server = args.database_url or CommonSettings(**from_env).database_url
     name = f"traitstream_apply_{uuid.uuid4().hex[:8]}"
     try:
-        url = create_database(args.database_url, name)
+        url = create_database(server, name)
         migrate(url)
         cost = measure(url, args.identifies, args.passes, args.batch, callgrind=args.callgrind)
     except psycopg.Error as exc:
         print(f"error: PostgreSQL: {exc}", file=sys.stderr)
         return 1
     finally:
-        drop_database(args.database_url, name)
+        drop_database(server, name)
     sys.stdout.write(orjson.dumps(asdict(cost)).decode() + "\n")
     return 0
 
