@@ -10,7 +10,7 @@ compiler the install still succeeds, and the Python functions serve alone
 
 from setuptools import Extension, setup
 
-_HEADERS = ["src/traitstream/_named_tuple.h", "src/traitstream/_shared_names.h"]
+_HEADERS = [f"src/traitstream/{name}.h" for name in ("_named_tuple", "_shared_names", "_sha1")]
 _FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
 
 setup(
