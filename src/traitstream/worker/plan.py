@@ -66,9 +66,9 @@ class StoredProfile:
     # What the planner knows of the row's size during a batch, kept here rather than
     # in a dict by profile id: a UUID's hash is Python code, and the planner asks
     # for a row's sizing once per identify.
-    exact_bytes: int = -1
+    exact_bytes: int = 2
     """The exact bound (``growth_bound`` after ``growth_bound``) up to ``unmeasured``;
-    -1 until the planner first needs it in a batch (``plan_batch`` sets it so)."""
+    each batch's planner starts it from ``traits_bytes``."""
     unmeasured: list[tuple[IdentifyEvent, dict[str, JSON]]] = field(default_factory=list)
     """Events applied on the loose bound since, each with the values it replaced."""
 
@@ -122,8 +122,9 @@ class _Planner:
     ) -> None:
         self.links = dict(links)
         self.rows = dict(profiles)
-        for row in self.rows.values():
-            row.exact_bytes = -1  # this batch's sizing starts afresh, whoever made the row
+        for row in self.rows.values():  # this batch's sizing starts afresh, whoever made the row
+            row.exact_bytes = row.traits_bytes
+            row.unmeasured.clear()
         self.now_ms = now_ms
         self.max_traits_bytes = max_traits_bytes
         self.plan = BatchPlan()
@@ -213,9 +214,6 @@ class _Planner:
     def _exact(row: StoredProfile) -> int:
         """The exact bound of ``row``: what applying every event through ``growth_bound``
         would have made of it."""
-        if row.exact_bytes < 0:
-            row.exact_bytes = row.traits_bytes
-            row.unmeasured.clear()
         for event, replaced in row.unmeasured:
             row.exact_bytes += growth_bound(replaced, event)
         row.unmeasured.clear()
@@ -230,9 +228,6 @@ class _Planner:
         loose = target.traits_bytes + growth
         for row in absorbed:
             loose += row.traits_bytes
-        if target.exact_bytes < 0:
-            target.exact_bytes = target.traits_bytes
-            target.unmeasured.clear()
         if loose <= self.max_traits_bytes:
             target.unmeasured.append((event, replaced))
             for row in absorbed:
