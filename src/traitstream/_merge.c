@@ -5,18 +5,15 @@
  * - ``apply_operations(profile, operations, time, id)``: the loop of
  *   ``Profile.apply_event``. Sets are applied here; any other operation is handed
  *   to ``profile.apply``, the Python method, in its turn.
- * - ``expand_text(text)``: ``expand`` of the stored text, read without parsing it
- *   into the stored form first; None for any text not exactly as ``compact`` and
- *   orjson write it.
- * - ``compact_text(written, once, cleared)``: the stored form's text, as orjson
- *   would write ``compact``'s result, without building that result; None for any
- *   stamps not of the regular shape or text that JSON would escape.
- * - ``expand(meta)`` and ``compact(written, once, cleared)``: a profile's stamps
- *   between their stored form and the merge's, a list per trait each way. They
- *   return what ``merge.expand_stamps_python`` and ``merge.compact_stamps`` return,
- *   or None for any input not of the regular shape (a stamp that is not a list of
- *   three, an index out of range, the earlier full form); the Python functions
- *   then decide and raise what they raise.
+ * - ``expand_text(text)`` and ``compact_text(written, once, cleared)``: a
+ *   profile's stamps between the stored form's JSON text and the merge's, a list
+ *   per trait, without the parsed stored form between. They return what
+ *   ``merge.expand_stamps`` of the parsed text and orjson's text of
+ *   ``merge.compact_stamps`` are, or None for anything not of the regular shape
+ *   (text other than exactly as orjson writes it, an index out of range, the
+ *   earlier full form, a stamp that is not a list of an int, a str and an int,
+ *   text that JSON escapes); the Python functions then decide and raise what
+ *   they raise.
  *
  * - ``set_operations(pairs)``: ``events.set_operations``, a ``set`` Operation for
  *   each (name, value) of an identify's traits (the edge, once per identify).
@@ -35,115 +32,21 @@
 #include "_sha1.h"
 #include "_shared_names.h"
 
-/* The stored form's keys and the profile's attribute names, made once at import:
- * the ``...String`` lookups build a str for every call, several per profile. */
-static PyObject *KeyE, *KeyW, *KeyO, *KeyC, *AttrTraits, *AttrWritten, *AttrOnce, *AttrCleared;
-
-/* ``[pairs[index][0], pairs[index][1], position]`` for a reference ``[index, position]``
- * of the stored form; NULL without an error when the reference is irregular. */
-static PyObject *
-full_stamp(void *context, PyObject *ref)
-{
-    PyObject *pairs = context;
-    if (!PyList_CheckExact(ref) || PyList_GET_SIZE(ref) != 2 || !PyLong_CheckExact(PyList_GET_ITEM(ref, 0))) {
-        return NULL;
-    }
-    Py_ssize_t index = PyLong_AsSsize_t(PyList_GET_ITEM(ref, 0));
-    if (index < 0 || index >= PyList_GET_SIZE(pairs)) {
-        PyErr_Clear(); /* an overflow, or a negative index: Python's own indexing rules */
-        return NULL;
-    }
-    PyObject *pair = PyList_GET_ITEM(pairs, index);
-    if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2) {
-        return NULL;
-    }
-    PyObject *stamp = PyList_New(3);
-    if (stamp == NULL) {
-        return NULL;
-    }
-    PyList_SET_ITEM(stamp, 0, Py_NewRef(PyList_GET_ITEM(pair, 0)));
-    PyList_SET_ITEM(stamp, 1, Py_NewRef(PyList_GET_ITEM(pair, 1)));
-    PyList_SET_ITEM(stamp, 2, Py_NewRef(PyList_GET_ITEM(ref, 1)));
-    return stamp;
-}
-
-/* {key: convert(context, value)} for a dict; NULL, with an error set or not (an
- * irregular value), when a conversion fails. */
-static PyObject *
-map_values(PyObject *dict, PyObject *(*convert)(void *, PyObject *), void *context)
-{
-    if (dict == NULL || !PyDict_CheckExact(dict)) {
-        return NULL;
-    }
-    PyObject *out = PyDict_New();
-    if (out == NULL) {
-        return NULL;
-    }
-    Py_ssize_t at = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(dict, &at, &key, &value)) {
-        PyObject *converted = convert(context, value);
-        if (converted == NULL || PyDict_SetItem(out, key, converted) < 0) {
-            Py_XDECREF(converted);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(converted);
-    }
-    return out;
-}
-
-static PyObject *
-expand(PyObject *module, PyObject *meta)
-{
-    PyObject *written = NULL, *once = NULL, *cleared = NULL;
-    if (!PyDict_CheckExact(meta)) {
-        Py_RETURN_NONE;
-    }
-    PyObject *pairs = PyDict_GetItemWithError(meta, KeyE);
-    if (pairs == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (pairs == NULL || !PyList_CheckExact(pairs)) {
-        Py_RETURN_NONE; /* the earlier full form, or something else: Python's to read */
-    }
-    if ((written = map_values(PyDict_GetItemWithError(meta, KeyW), full_stamp, pairs)) == NULL ||
-        (once = map_values(PyDict_GetItemWithError(meta, KeyO), full_stamp, pairs)) == NULL) {
-        goto irregular;
-    }
-    PyObject *clear = PyDict_GetItemWithError(meta, KeyC);
-    if (clear == NULL && PyErr_Occurred()) {
-        goto irregular; /* which returns the error */
-    }
-    if (clear == NULL || clear == Py_None) {
-        cleared = Py_NewRef(Py_None);
-    } else if ((cleared = full_stamp(pairs, clear)) == NULL) {
-        goto irregular;
-    }
-    PyObject *out = PyTuple_Pack(3, written, once, cleared);
-    Py_DECREF(written);
-    Py_DECREF(once);
-    Py_DECREF(cleared);
-    return out;
-irregular:
-    Py_XDECREF(written);
-    Py_XDECREF(once);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
+/* The profile's attribute names, made once at import: the ``...String`` lookups
+ * build a str for every call. */
+static PyObject *AttrTraits, *AttrWritten, *AttrOnce, *AttrCleared;
 
 /* ---------------------------------------------------------------------------------- */
-/* expand_text: the stored form's text, as ``compact`` and orjson write it, straight
- * to what ``expand`` makes of it parsed, without the parsed form's objects between
- * (a dict, and two lists per trait). It reads only that exact text:
+/* expand_text: the stored form's text, as orjson writes ``merge.compact_stamps``'s
+ * result, straight to what ``merge.expand_stamps`` makes of it parsed, without the
+ * parsed form's objects between (a dict, and two lists per trait). It reads only
+ * that exact text:
  *
  *     {"w":{NAME:[INT,INT],...},"o":{...}[,"c":[INT,INT]],"e":[[INT,STRING],...]}
  *
  * with no space, strings with nothing escaped, integers of at most 18 digits and
  * indexes within "e"; for anything else it returns None, and the caller parses the
- * text and calls ``expand``. */
+ * text and calls ``merge.expand_stamps``. */
 
 typedef struct {
     const char *at, *end;
@@ -454,87 +357,6 @@ pair_index(Pairs *p, PyObject *time, PyObject *id)
     return index;
 }
 
-/* ``[index of (stamp[0], stamp[1]), stamp[2]]``; NULL without an error when the stamp
- * is not a list of three. */
-static PyObject *
-reference(void *context, PyObject *stamp)
-{
-    Pairs *p = context;
-    if (!PyList_CheckExact(stamp) || PyList_GET_SIZE(stamp) != 3) {
-        return NULL;
-    }
-    Py_ssize_t index = pair_index(p, PyList_GET_ITEM(stamp, 0), PyList_GET_ITEM(stamp, 1));
-    if (index < 0) {
-        return NULL;
-    }
-    PyObject *ref = PyList_New(2);
-    PyObject *number = PyLong_FromSsize_t(index);
-    if (ref == NULL || number == NULL) {
-        Py_XDECREF(ref);
-        Py_XDECREF(number);
-        return NULL;
-    }
-    PyList_SET_ITEM(ref, 0, number);
-    PyList_SET_ITEM(ref, 1, Py_NewRef(PyList_GET_ITEM(stamp, 2)));
-    return ref;
-}
-
-static PyObject *
-compact(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
-        Py_RETURN_NONE;
-    }
-    Pairs p = {PyDict_New(), NULL, NULL, 0};
-    PyObject *meta = PyDict_New(), *refs = NULL, *list = NULL;
-    if (p.pairs == NULL || meta == NULL) {
-        goto fail;
-    }
-    if ((refs = map_values(args[0], reference, &p)) == NULL || PyDict_SetItem(meta, KeyW, refs) < 0) {
-        goto fail;
-    }
-    Py_SETREF(refs, map_values(args[1], reference, &p));
-    if (refs == NULL || PyDict_SetItem(meta, KeyO, refs) < 0) {
-        goto fail;
-    }
-    if (args[2] != Py_None) {
-        Py_SETREF(refs, reference(&p, args[2]));
-        if (refs == NULL || PyDict_SetItem(meta, KeyC, refs) < 0) {
-            goto fail;
-        }
-    }
-    if ((list = PyList_New(PyDict_GET_SIZE(p.pairs))) == NULL) {
-        goto fail;
-    }
-    Py_ssize_t at = 0, index = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(p.pairs, &at, &key, &value)) {
-        PyObject *pair = PyList_New(2);
-        if (pair == NULL) {
-            goto fail;
-        }
-        PyList_SET_ITEM(pair, 0, Py_NewRef(PyTuple_GET_ITEM(key, 0)));
-        PyList_SET_ITEM(pair, 1, Py_NewRef(PyTuple_GET_ITEM(key, 1)));
-        PyList_SET_ITEM(list, index++, pair);
-    }
-    if (PyDict_SetItem(meta, KeyE, list) < 0) {
-        goto fail;
-    }
-    Py_XDECREF(refs);
-    Py_DECREF(list);
-    Py_DECREF(p.pairs);
-    return meta;
-fail:
-    Py_XDECREF(refs);
-    Py_XDECREF(list);
-    Py_XDECREF(p.pairs);
-    Py_XDECREF(meta);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 /* ---------------------------------------------------------------------------------- */
 
 static PyObject *Set;           /* Op.SET, set by bind() */
@@ -716,8 +538,8 @@ set_operations(PyObject *module, PyObject *pairs)
 }
 
 /* ---------------------------------------------------------------------------------- */
-/* compact_text: ``orjson.dumps(compact(...)).decode()`` written directly, without
- * the stored form's dict and lists. Only for stamps of the regular shape: a list of
+/* compact_text: ``orjson.dumps(merge.compact_stamps(...)).decode()`` written
+ * directly, without the stored form's dict and lists. Only for stamps of the regular shape: a list of
  * an int, a str and an int, each int within 64 bits, and names and ids that JSON
  * writes as they are (no quote, backslash or control character); None otherwise. */
 
@@ -1035,13 +857,10 @@ static PyMethodDef methods[] = {
     {"apply_operations", (PyCFunction)(void (*)(void))apply_operations, METH_FASTCALL,
      "apply_operations(profile, operations, time, id): Profile.apply_event's loop."},
     {"set_operations", set_operations, METH_O, "set_operations(pairs): events.set_operations."},
-    {"expand", expand, METH_O, "expand(meta): (written, once, cleared), or None to leave it to Python."},
     {"expand_text", expand_text, METH_O,
-     "expand_text(text): expand(orjson.loads(text)) for the regular stored text, else None."},
-    {"compact", (PyCFunction)(void (*)(void))compact, METH_FASTCALL,
-     "compact(written, once, cleared): the stored form, or None to leave it to Python."},
+     "expand_text(text): expand_stamps(orjson.loads(text)) for the regular stored text, else None."},
     {"compact_text", (PyCFunction)(void (*)(void))compact_text, METH_FASTCALL,
-     "compact_text(written, once, cleared): orjson.dumps(compact(...)).decode(), or None."},
+     "compact_text(written, once, cleared): orjson.dumps(compact_stamps(...)).decode(), or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1056,8 +875,7 @@ PyInit__merge(void)
     struct {
         PyObject **slot;
         const char *text;
-    } names[] = {{&KeyE, "e"}, {&KeyW, "w"}, {&KeyO, "o"}, {&KeyC, "c"}, {&AttrTraits, "traits"},
-                 {&AttrWritten, "written"}, {&AttrOnce, "once"}, {&AttrCleared, "cleared"}};
+    } names[] = {{&AttrTraits, "traits"}, {&AttrWritten, "written"}, {&AttrOnce, "once"}, {&AttrCleared, "cleared"}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
             return NULL;

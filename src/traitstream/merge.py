@@ -211,10 +211,6 @@ class Profile:
 
         A profile written by one identify thus stores its event id once rather than
         once per trait, and its stamps take about a third of the room."""
-        if _merge is not None:
-            compact = _merge.compact(self.written, self.once, self.cleared)
-            if compact is not None:
-                return compact
         return compact_stamps(self.written, self.once, self.cleared)
 
     def meta_text(self) -> str:
@@ -272,7 +268,7 @@ def expand_stamps_text(text: str) -> tuple[dict[str, Stamp], dict[str, Stamp], S
 
 
 def compact_stamps(written: dict[str, Stamp], once: dict[str, Stamp], cleared: Stamp | None) -> Stored:
-    """``Profile.meta`` in Python: the reference of ``_merge.compact``."""
+    """``Profile.meta``; its JSON text is the reference of ``_merge.compact_text``."""
     pairs: dict[tuple[int | str, int | str], int] = {}
     index = pairs.setdefault  # an existing pair's index, or the next one for a new pair
     meta: Stored = {
@@ -286,16 +282,8 @@ def compact_stamps(written: dict[str, Stamp], once: dict[str, Stamp], cleared: S
 
 
 def expand_stamps(meta: Stored) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None]:
-    """The written, set_once and clear_all stamps of a stored ``meta``, in full."""
-    if _merge is not None:
-        expanded = _merge.expand(meta)
-        if expanded is not None:
-            return expanded
-    return expand_stamps_python(meta)
-
-
-def expand_stamps_python(meta: Stored) -> tuple[dict[str, Stamp], dict[str, Stamp], Stamp | None]:
-    """``expand_stamps`` in Python: the reference of ``_merge.expand``."""
+    """The written, set_once and clear_all stamps of a stored ``meta``, in full: the
+    reference of ``_merge.expand_text``."""
     pairs = meta.get("e")
     if pairs is None:  # every stamp written out
         return dict(meta.get("w", {})), dict(meta.get("o", {})), meta.get("c")

@@ -298,41 +298,12 @@ compiled = pytest.mark.skipif(not merge.COMPILED, reason="the C extension was no
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_compiled_stamps_are_the_python_stamps(data: st.DataObject) -> None:
-    """Both ways, on profiles of random histories, with orjson between as in the store."""
+    """Both ways, on profiles of random histories, through the stored text as in the store."""
     profile = apply_all(data.draw(histories(order_safe_ops())))
-    stored = _merge.compact(profile.written, profile.once, profile.cleared)
-    python = merge.compact_stamps(profile.written, profile.once, profile.cleared)
-    assert stored == python
-    assert orjson.dumps(stored) == orjson.dumps(python)  # the same text: keys in the same order
-    loaded = orjson.loads(orjson.dumps(stored))
-    assert _merge.expand(loaded) == merge.expand_stamps_python(loaded)
-
-
-@compiled
-@pytest.mark.parametrize(
-    "meta",
-    [
-        {"w": {"a": [10, "m-1:0", 0]}, "o": {}},  # the first form: no "e"
-        {"e": [[1, "x"]], "w": {"a": [1, 0]}, "o": {}},  # an index past the pairs
-        {"e": [[1, "x"]], "w": {"a": [-1, 0]}, "o": {}},  # Python counts it from the end
-        {"e": [[1, "x"]], "w": {"a": [True, 0]}, "o": {}},
-        {"e": [[1, "x", 2]], "w": {"a": [0, 0]}, "o": {}},  # a pair of three
-        {"e": [[1, "x"]], "w": {"a": [0, 0, 0]}, "o": {}},
-        {"e": [[1, "x"]], "o": {}},  # no "w"
-        {"e": [[1, "x"]], "w": {}, "o": {}, "c": [5, 0]},
-        {"e": {}, "w": {}, "o": {}},
-    ],
-)
-def test_stored_stamps_the_compiled_code_does_not_take_are_read_by_python(meta: dict) -> None:
-    assert _merge.expand(meta) is None
-    assert _outcome(merge.expand_stamps, meta) == _outcome(merge.expand_stamps_python, meta)
-
-
-@compiled
-def test_stamps_the_compiled_code_does_not_take_are_written_by_python() -> None:
-    odd = {"a": (10, "m-1:0", 0)}  # a tuple, not the list the merge makes
-    assert _merge.compact(odd, {}, None) is None  # type: ignore[arg-type]
-    assert Profile(traits={"a": 1}, written=odd).meta() == merge.compact_stamps(odd, {}, None)  # type: ignore[arg-type]
+    text = _merge.compact_text(profile.written, profile.once, profile.cleared)
+    assert text == orjson.dumps(merge.compact_stamps(profile.written, profile.once, profile.cleared)).decode()
+    assert _merge.expand_text(text) == merge.expand_stamps(orjson.loads(text))
+    assert _merge.expand_text(text) == (profile.written, profile.once, profile.cleared)
 
 
 def _outcome(function: Callable[[dict], object], meta: dict) -> object:
@@ -364,7 +335,7 @@ def stored_texts(draw: st.DrawFn) -> str:
 @settings(max_examples=500, deadline=None)
 @given(text=stored_texts())
 def test_stored_text_is_read_as_its_parsed_form_is(text: str) -> None:
-    expected = merge.expand_stamps_python(orjson.loads(text))
+    expected = merge.expand_stamps(orjson.loads(text))
     assert merge.expand_stamps_text(text) == expected
     if "\\" not in text:  # nothing escaped: the compiled reader takes it
         assert _merge.expand_text(text) == expected
@@ -408,7 +379,7 @@ def test_stored_text_the_compiled_code_does_not_take_is_read_by_python(text: str
     assert _merge.expand_text(text) is None
 
     def parsed_then_expanded(t: str) -> object:
-        return merge.expand_stamps_python(orjson.loads(t))
+        return merge.expand_stamps(orjson.loads(t))
 
     assert _outcome(merge.expand_stamps_text, text) == _outcome(parsed_then_expanded, text)
 
