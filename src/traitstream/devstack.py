@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -55,22 +54,20 @@ class Child:
 
 
 def _child_env(settings: DevSettings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        TRAITSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        TRAITSTREAM_DATABASE_URL=settings.database_url,
-        TRAITSTREAM_REDIS_URL=settings.redis_url,
-        TRAITSTREAM_TOPIC=settings.topic,
+    if settings.schema_registry_url:
+        extra = {"TRAITSTREAM_SCHEMA_REGISTRY_URL": settings.schema_registry_url, **extra}
+    return processes.pipeline_env(
+        settings.kafka_bootstrap,
+        settings.database_url,
+        settings.redis_url,
+        settings.topic,
         TRAITSTREAM_HTTP_PORT=str(settings.http_port),
         TRAITSTREAM_HTTP_HOST=settings.http_host,
         TRAITSTREAM_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
         TRAITSTREAM_LOG_FORMAT=settings.log_format,
         TRAITSTREAM_LOG_LEVEL=settings.log_level,
+        **extra,
     )
-    if settings.schema_registry_url:
-        env["TRAITSTREAM_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
-    env.update(extra)
-    return env
 
 
 class DevStack:

@@ -1,9 +1,43 @@
-"""Stopping a child process: ask, wait, and kill it if it lingers."""
+"""The pipeline's child processes, as ``traitstream dev``, the bench and the tests
+start them: a free local port, the environment that points a child at its
+services, a child whose output goes to a log file, and stopping one (ask, wait,
+and kill it if it lingers)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import socket
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pipeline_env(
+    bootstrap: str, database_url: str, redis_url: str, topic: str, **extra: str
+) -> dict[str, str]:
+    """This process's environment with a child's services set: the broker, the
+    database, Redis and the topic, then ``extra`` (``TRAITSTREAM_*`` names)."""
+    env = dict(os.environ)
+    env.update(
+        TRAITSTREAM_KAFKA_BOOTSTRAP=bootstrap,
+        TRAITSTREAM_DATABASE_URL=database_url,
+        TRAITSTREAM_REDIS_URL=redis_url,
+        TRAITSTREAM_TOPIC=topic,
+    )
+    env.update(extra)
+    return env
 
 
 def stop(process: subprocess.Popen[bytes], grace_s: float, sig: int = signal.SIGTERM) -> tuple[int, bool]:
@@ -16,3 +50,42 @@ def stop(process: subprocess.Popen[bytes], grace_s: float, sig: int = signal.SIG
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait(), True
+
+
+@dataclass
+class LoggedChild:
+    """A child process whose output (stdout and stderr) is appended to ``log_path``.
+    ``metrics_port``: where a worker serves its metrics, for whoever reads them."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    metrics_port: int | None = None
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 20.0, sig: int = signal.SIGTERM) -> int | None:
+        """Send ``sig``, wait up to ``timeout_s`` and kill it if need be; its exit
+        status (None if it never started)."""
+        status = None
+        if self.process is not None:
+            status, killed = stop(self.process, timeout_s, sig)
+            if killed:
+                log.warning("%s did not stop in %.0fs; it was killed", self.name, timeout_s)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return status

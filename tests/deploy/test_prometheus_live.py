@@ -48,7 +48,7 @@ def prometheus_binary() -> str:
 def scrape_config(stack: Stack) -> dict[str, Any]:
     """One-second scrapes and rule evaluations, so the test waits seconds, not minutes.
     YAML is a superset of JSON, so the config is written as JSON."""
-    workers = [f"127.0.0.1:{w.env['TEST_METRICS_PORT']}" for w in stack.workers]
+    workers = [f"127.0.0.1:{w.metrics_port}" for w in stack.workers]
     return {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
@@ -138,7 +138,7 @@ def value(prometheus: str, expr: str) -> float:
 def test_every_target_is_up(stack: Stack, prometheus: str) -> None:
     expected = {
         ("traitstream-edge", f"127.0.0.1:{stack.http_port}"),
-        *(("traitstream-worker", f"127.0.0.1:{w.env['TEST_METRICS_PORT']}") for w in stack.workers),
+        *(("traitstream-worker", f"127.0.0.1:{w.metrics_port}") for w in stack.workers),
     }
 
     def healthy() -> set[tuple[str, str]] | None:

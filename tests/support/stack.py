@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import psycopg
 from traitstream import broker, kafka_admin, processes
 from traitstream.bench.stack import create_database, drop_database
 from traitstream.exposition import labels_of, metric_total
+from traitstream.processes import LoggedChild, free_port, pipeline_env
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
@@ -33,12 +33,6 @@ PG_ADMIN_URL = os.environ.get("TRAITSTREAM_TEST_PG", "postgresql://127.0.0.1:543
 REDIS_URL = os.environ.get("TRAITSTREAM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SESSION_TIMEOUT_MS = 6000
 LOG_DIR = Path(os.environ.get("TRAITSTREAM_TEST_LOGS", "/tmp/traitstream-test-logs"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -84,39 +78,19 @@ def scratch_database(prefix: str = "ts_test") -> Iterator[str]:
         drop_database(PG_ADMIN_URL, name)
 
 
-@dataclass
-class Proc:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        if self.process is None:
-            return None
-        return processes.stop(self.process, timeout, sig)[0]
+class Proc(LoggedChild):
+    """A child of the stack under test, with the faults tests put it through."""
 
     def kill(self) -> None:
-        self.stop(signal.SIGKILL, 5)
+        self.stop(5, signal.SIGKILL)
 
     def pause(self) -> None:
         """SIGSTOP: the process keeps its sockets but does nothing (a long GC pause, a frozen VM)."""
-        if self.alive():
-            assert self.process is not None
+        if self.process is not None and self.alive():
             self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        if self.alive():
-            assert self.process is not None
+        if self.process is not None and self.alive():
             self.process.send_signal(signal.SIGCONT)
 
     def log_text(self) -> str:
@@ -145,20 +119,20 @@ class Stack:
         return f"http://127.0.0.1:{self.http_port}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            TRAITSTREAM_KAFKA_BOOTSTRAP=self.bootstrap,
-            TRAITSTREAM_DATABASE_URL=self.database_url,
-            TRAITSTREAM_REDIS_URL=self.redis_url,
-            TRAITSTREAM_TOPIC=self.topic,
-            TRAITSTREAM_HTTP_PORT=str(self.http_port),
-            TRAITSTREAM_GROUP_ID=f"group-{self.topic}",
-            TRAITSTREAM_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
-            TRAITSTREAM_LOG_FORMAT="json",
+        """The children's environment; ``extra_env``, then ``extra``, override the defaults."""
+        defaults = {
+            "TRAITSTREAM_HTTP_PORT": str(self.http_port),
+            "TRAITSTREAM_GROUP_ID": f"group-{self.topic}",
+            "TRAITSTREAM_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            "TRAITSTREAM_LOG_FORMAT": "json",
+        }
+        return pipeline_env(
+            self.bootstrap,
+            self.database_url,
+            self.redis_url,
+            self.topic,
+            **(defaults | self.extra_env | extra),
         )
-        env.update(self.extra_env)
-        env.update(extra)
-        return env
 
     def prepare(self) -> None:
         kafka_admin.ensure_topics(self.bootstrap, {self.topic: self.partitions, f"{self.topic}.dlq": 1})
@@ -193,8 +167,8 @@ class Stack:
             [sys.executable, "-m", "traitstream", "worker"],
             self.env(TRAITSTREAM_METRICS_PORT=str(port), PGAPPNAME=self.worker_app_name(index), **extra_env),
             LOG_DIR / f"{self.topic}-worker-{index}.log",
+            metrics_port=port,
         )
-        proc.env["TEST_METRICS_PORT"] = str(port)
         proc.start()
         self.workers.append(proc)
         return proc
@@ -241,7 +215,7 @@ class Stack:
 
     def worker_metric(self, worker: Proc, name: str) -> float:
         """Sum of a metric's samples (all label sets) on one worker."""
-        text = httpx.get(f"http://127.0.0.1:{worker.env['TEST_METRICS_PORT']}/metrics", timeout=5).text
+        text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
         return metric_sum(text, name)
 
 

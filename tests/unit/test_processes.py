@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from traitstream import processes
 
@@ -28,3 +33,41 @@ def test_an_exited_process_is_not_signalled() -> None:
     child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     child.wait()
     assert processes.stop(child, 1) == (3, False)
+
+
+def test_a_logged_child_appends_its_output_and_reports_its_status(tmp_path: Path) -> None:
+    log_path = tmp_path / "logs" / "child.log"
+    log_path.parent.mkdir()
+    log_path.write_text("earlier run\n")
+    code = "import sys; print('out'); print('err', file=sys.stderr); raise SystemExit(4)"
+    child = processes.LoggedChild("child", [sys.executable, "-c", code], dict(os.environ), log_path)
+    child.start()
+    assert child.pid > 0
+    assert child.process is not None and child.process.wait(10) == 4
+    assert not child.alive()
+    assert child.stop(1) == 4
+    assert log_path.read_text().splitlines() == ["earlier run", "out", "err"]
+
+
+def test_a_child_never_started_stops_as_nothing() -> None:
+    child = processes.LoggedChild("idle", ["true"], {}, Path("unused.log"))
+    assert child.stop(1) is None and child.pid == 0 and not child.alive()
+
+
+def test_the_pipeline_env_points_at_the_services_and_takes_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAITSTREAM_TOPIC", "from-the-shell")
+    monkeypatch.setenv("UNRELATED", "kept")
+    env = processes.pipeline_env(
+        "127.0.0.1:9092", "postgresql:///db", "redis://127.0.0.1:6379/0", "identify", TRAITSTREAM_WORKERS="3"
+    )
+    assert env["TRAITSTREAM_TOPIC"] == "identify"
+    assert env["TRAITSTREAM_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
+    assert env["TRAITSTREAM_DATABASE_URL"] == "postgresql:///db"
+    assert env["TRAITSTREAM_REDIS_URL"] == "redis://127.0.0.1:6379/0"
+    assert env["TRAITSTREAM_WORKERS"] == "3" and env["UNRELATED"] == "kept"
+
+
+def test_a_free_port_can_be_bound() -> None:
+    port = processes.free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))

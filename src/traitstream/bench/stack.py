@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import psycopg
@@ -25,16 +24,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from traitstream import broker, kafka_admin, processes
+from traitstream.processes import LoggedChild, free_port, pipeline_env
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Any, timeout_s: float, what: str, every_s: float = 0.1) -> None:
@@ -65,32 +59,6 @@ def drop_database(server_url: str, name: str) -> None:
 
 
 @dataclass
-class Child:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    metrics_port: int | None = None
-    process: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
-        self.process = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid if self.process is not None else 0
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.process is not None and processes.stop(self.process, timeout_s)[1]:
-            log.warning("%s did not stop in %.0fs; it was killed", self.name, timeout_s)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-@dataclass
 class StackOptions:
     database_url: str
     redis_url: str
@@ -113,8 +81,8 @@ class Stack:
     bootstrap: str = ""
     database_url: str = ""
     broker: subprocess.Popen[bytes] | None = None
-    edge: Child | None = None
-    workers: list[Child] = field(default_factory=list)
+    edge: LoggedChild | None = None
+    workers: list[LoggedChild] = field(default_factory=list)
     _scratch: str | None = None
     _probe: psycopg.Connection[Any] | None = None
     _generation: int = 0
@@ -142,22 +110,19 @@ class Stack:
             keys.register(conn, self.api_key, self.workspace, frozenset(keys.SCOPES), description="bench")
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            TRAITSTREAM_KAFKA_BOOTSTRAP=self.bootstrap,
-            TRAITSTREAM_DATABASE_URL=self.database_url,
-            TRAITSTREAM_REDIS_URL=self.options.redis_url,
-            TRAITSTREAM_TOPIC=self.topic,
-            TRAITSTREAM_GROUP_ID=f"group-{self.topic}",
-            TRAITSTREAM_LOG_FORMAT="json",
-            TRAITSTREAM_BATCH_SIZE=str(self.options.batch_size),
+        """The children's environment; ``extra`` overrides the defaults."""
+        defaults = {
+            "TRAITSTREAM_GROUP_ID": f"group-{self.topic}",
+            "TRAITSTREAM_LOG_FORMAT": "json",
+            "TRAITSTREAM_BATCH_SIZE": str(self.options.batch_size),
+        }
+        return pipeline_env(
+            self.bootstrap, self.database_url, self.options.redis_url, self.topic, **(defaults | extra)
         )
-        env.update(extra)
-        return env
 
     def start_edge(self) -> None:
         o = self.options
-        self.edge = Child(
+        self.edge = LoggedChild(
             "edge",
             [sys.executable, "-m", "traitstream", "edge"],
             self.env(
@@ -220,7 +185,7 @@ class Stack:
         group = f"group-{self.topic}-{self._generation}"
         for index in range(o.workers):
             port = free_port()
-            child = Child(
+            child = LoggedChild(
                 f"worker-{index + 1}",
                 [sys.executable, "-m", "traitstream", "worker"],
                 self.env(
@@ -241,7 +206,7 @@ class Stack:
             child.stop()
         self.workers = []
 
-    def _metrics_up(self, child: Child) -> bool:
+    def _metrics_up(self, child: LoggedChild) -> bool:
         try:
             return httpx.get(f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=2).status_code == 200
         except httpx.HTTPError:
