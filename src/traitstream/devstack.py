@@ -54,19 +54,22 @@ class Child:
 
 
 def _child_env(settings: DevSettings, **extra: str) -> dict[str, str]:
+    """A child's environment from the dev settings; ``extra`` overrides them."""
+    defaults = {
+        "TRAITSTREAM_HTTP_PORT": str(settings.http_port),
+        "TRAITSTREAM_HTTP_HOST": settings.http_host,
+        "TRAITSTREAM_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+        "TRAITSTREAM_LOG_FORMAT": settings.log_format,
+        "TRAITSTREAM_LOG_LEVEL": settings.log_level,
+    }
     if settings.schema_registry_url:
-        extra = {"TRAITSTREAM_SCHEMA_REGISTRY_URL": settings.schema_registry_url, **extra}
+        defaults["TRAITSTREAM_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
     return processes.pipeline_env(
         settings.kafka_bootstrap,
         settings.database_url,
         settings.redis_url,
         settings.topic,
-        TRAITSTREAM_HTTP_PORT=str(settings.http_port),
-        TRAITSTREAM_HTTP_HOST=settings.http_host,
-        TRAITSTREAM_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
-        TRAITSTREAM_LOG_FORMAT=settings.log_format,
-        TRAITSTREAM_LOG_LEVEL=settings.log_level,
-        **extra,
+        **(defaults | extra),
     )
 
 

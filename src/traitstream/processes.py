@@ -1,7 +1,7 @@
-"""The pipeline's child processes, as ``traitstream dev``, the bench and the tests
-start them: a free local port, the environment that points a child at its
-services, a child whose output goes to a log file, and stopping one (ask, wait,
-and kill it if it lingers)."""
+"""The pipeline's child processes: a free local port, the environment that points
+a child at its services (``traitstream dev``, the bench and the tests), a child
+whose output goes to a log file (the bench and the tests), and stopping one (ask,
+wait, and kill it if it lingers)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def test_a_logged_child_appends_its_output_and_reports_its_status(tmp_path: Path
     log_path.parent.mkdir()
     log_path.write_text("earlier run\n")
     code = "import sys; print('out'); print('err', file=sys.stderr); raise SystemExit(4)"
-    child = processes.LoggedChild("child", [sys.executable, "-c", code], dict(os.environ), log_path)
+    child = processes.LoggedChild("child", [sys.executable, "-u", "-c", code], dict(os.environ), log_path)
     child.start()
     assert child.pid > 0
     assert child.process is not None and child.process.wait(10) == 4
