@@ -539,9 +539,10 @@ set_operations(PyObject *module, PyObject *pairs)
 
 /* ---------------------------------------------------------------------------------- */
 /* compact_text: ``orjson.dumps(merge.compact_stamps(...)).decode()`` written
- * directly, without the stored form's dict and lists. Only for stamps of the regular shape: a list of
- * an int, a str and an int, each int within 64 bits, and names and ids that JSON
- * writes as they are (no quote, backslash or control character); None otherwise. */
+ * directly, without the stored form's dict and lists. Only for stamps of the
+ * regular shape: a list of an int, a str and an int, each int within 64 bits, and
+ * names and ids that JSON writes as they are (no quote, backslash or control
+ * character); None otherwise. */
 
 typedef struct {
     char *data;
