@@ -71,6 +71,13 @@ class LoggedChild:
         self.process = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
+    def metrics_url(self) -> str:
+        """Where the child serves its metrics on this machine (a worker's ``metrics_port``)."""
+        if self.metrics_port is None:
+            raise ValueError(f"{self.name} has no metrics port")
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
     def pid(self) -> int:
         return self.process.pid if self.process is not None else 0
 

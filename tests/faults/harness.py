@@ -271,7 +271,7 @@ def wait_blocked_worker(stack: Stack, timeout: float = 30.0) -> int:
 
 def worker_metrics(worker: Proc) -> str:
     try:
-        return httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
+        return httpx.get(worker.metrics_url, timeout=5).text
     except httpx.HTTPError:
         return ""
 

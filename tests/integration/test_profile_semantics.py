@@ -173,7 +173,7 @@ def test_updates_that_would_pass_the_size_cap_are_dead_lettered_whole(stack: Sta
     assert size is not None and size[0] <= 512 * 1024
     dead = sum(
         metric_sum(
-            httpx.get(f"http://127.0.0.1:{w.metrics_port}/metrics").text,
+            httpx.get(w.metrics_url).text,
             "traitstream_worker_dead_letters_total",
             'reason="profile_too_large"',
         )

@@ -237,7 +237,7 @@ def registry_errors(stack: Stack) -> float:
     """Registry failures the workers retried (``TransientError`` from the registry)."""
     return sum(
         metric_sum(
-            httpx.get(f"http://127.0.0.1:{w.metrics_port}/metrics", timeout=5).text,
+            httpx.get(w.metrics_url, timeout=5).text,
             "traitstream_worker_store_errors_total",
             'store="schema_registry"',
         )

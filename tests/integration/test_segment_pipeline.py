@@ -115,7 +115,7 @@ def test_timestamps_order_writes_and_message_id_dedupes(stack: Stack) -> None:
     def duplicates() -> float:
         return sum(
             metric_sum(
-                httpx.get(f"http://127.0.0.1:{w.metrics_port}/metrics").text,
+                httpx.get(w.metrics_url).text,
                 "traitstream_worker_events_total",
                 'outcome="duplicate"',
             )

@@ -72,7 +72,7 @@ def test_retry_with_the_same_message_id_applies_once(stack: Stack) -> None:
     def duplicates() -> float:
         return sum(
             metric_sum(
-                httpx.get(f"http://127.0.0.1:{w.metrics_port}/metrics").text,
+                httpx.get(w.metrics_url).text,
                 "traitstream_worker_events_total",
                 'outcome="duplicate"',
             )
@@ -167,7 +167,7 @@ def test_profile_read_404_and_metrics(stack: Stack) -> None:
     text = httpx.get(f"{stack.url}/metrics").text
     assert 'traitstream_edge_requests_total{dialect="thrivestack",status="200"}' in text
     assert "traitstream_edge_request_seconds_bucket" in text
-    worker_text = httpx.get(f"http://127.0.0.1:{stack.workers[0].metrics_port}/metrics").text
+    worker_text = httpx.get(stack.workers[0].metrics_url).text
     for name in (
         "traitstream_worker_events_total",
         "traitstream_worker_batch_seconds",
@@ -193,7 +193,7 @@ def test_consumer_lag_is_reported_per_owned_partition_and_drains(stack: Stack) -
             sample
             for w in stack.workers
             for sample in parse_samples(
-                httpx.get(f"http://127.0.0.1:{w.metrics_port}/metrics").text,
+                httpx.get(w.metrics_url).text,
                 "traitstream_consumer_lag",
             )
         ]

@@ -215,7 +215,7 @@ class Stack:
 
     def worker_metric(self, worker: Proc, name: str) -> float:
         """Sum of a metric's samples (all label sets) on one worker."""
-        text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
+        text = httpx.get(worker.metrics_url, timeout=5).text
         return metric_sum(text, name)
 
 

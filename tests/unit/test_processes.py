@@ -54,6 +54,14 @@ def test_a_child_never_started_stops_as_nothing() -> None:
     assert child.stop(1) is None and child.pid == 0 and not child.alive()
 
 
+def test_a_workers_metrics_url_is_on_this_machine() -> None:
+    worker = processes.LoggedChild("worker-0", ["true"], {}, Path("unused.log"), metrics_port=9123)
+    assert worker.metrics_url == "http://127.0.0.1:9123/metrics"
+    edge = processes.LoggedChild("edge", ["true"], {}, Path("unused.log"))
+    with pytest.raises(ValueError, match="edge has no metrics port"):
+        _ = edge.metrics_url
+
+
 def test_the_pipeline_env_points_at_the_services_and_takes_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAITSTREAM_TOPIC", "from-the-shell")
     monkeypatch.setenv("UNRELATED", "kept")

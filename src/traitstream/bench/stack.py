@@ -208,7 +208,7 @@ class Stack:
 
     def _metrics_up(self, child: LoggedChild) -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=2).status_code == 200
+            return httpx.get(child.metrics_url, timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -252,7 +252,7 @@ class Stack:
         texts = []
         for child in self.workers:
             try:
-                texts.append(httpx.get(f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=5).text)
+                texts.append(httpx.get(child.metrics_url, timeout=5).text)
             except httpx.HTTPError:
                 texts.append("")
         return texts
