@@ -82,6 +82,65 @@ def test_plainly_fine_leaves_other_types_to_the_python_walk() -> None:
         _checks.plainly_fine({}, "40")  # type: ignore[arg-type]
 
 
+# Strings whose characters take the most room in JSON: escapes of six bytes and
+# four, characters of two to four bytes in UTF-8.
+_WIDE_TEXT = st.text(alphabet=st.sampled_from('a\x00\x1f"\\\né☃𝄞'), max_size=6)
+_WIDE_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | _WIDE_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_WIDE_TEXT, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@needs_checks
+@settings(max_examples=600)
+@given(value=_WIDE_JSON, limit=st.integers(0, 400))
+def test_plainly_small_never_passes_what_json_size_measures_over_the_limit(value: Any, limit: int) -> None:
+    assert _checks is not None
+    if _checks.plainly_small(value, limit):
+        assert common.json_size(value, "v") <= limit
+
+
+@needs_checks
+@pytest.mark.parametrize(
+    "value",
+    [
+        -(2**63),
+        -2.2250738585072014e-308,
+        -1.7976931348623157e308,
+        float("nan"),
+        False,
+        "\x00" * 5,
+        {"\x1f": ["\x00", None, 2**63 - 1]},
+    ],
+)
+def test_plainly_small_bounds_the_widest_scalars(value: Any) -> None:
+    assert _checks is not None
+    bound = next(limit for limit in range(200) if _checks.plainly_small(value, limit))
+    assert common.json_size(value, "v") <= bound
+
+
+@needs_checks
+def test_plainly_small_passes_an_ordinary_identify_and_leaves_the_rest_measured() -> None:
+    assert _checks is not None
+    item = {
+        "user_id": "u-1",
+        "traits": {"email": "ada@example.com", "seats": 12, "company": {"name": "Acme"}},
+        "context": {"ip": "127.0.0.1", "library": {"name": "sdk", "version": "1"}},
+    }
+    assert _checks.plainly_small(item, common.MAX_EVENT_BYTES)
+    assert not _checks.plainly_small({"traits": {"bio": "x" * 6_000}}, common.MAX_EVENT_BYTES)
+    assert not _checks.plainly_small({"big": 2**64}, common.MAX_EVENT_BYTES)  # orjson refuses it
+    assert _checks.plainly_small(nested(64), common.MAX_EVENT_BYTES)
+    assert not _checks.plainly_small(nested(65), common.MAX_EVENT_BYTES)
+    assert not _checks.plainly_small(nested(10_000), common.MAX_EVENT_BYTES)  # stops early: no deep recursion
+    assert not _checks.plainly_small({"a": (1, 2)}, common.MAX_EVENT_BYTES)
+    assert not _checks.plainly_small({1: "a"}, common.MAX_EVENT_BYTES)
+    assert not _checks.plainly_small("", -1)
+    with pytest.raises(TypeError):
+        _checks.plainly_small({}, "40")  # type: ignore[arg-type]
+
+
 _TRAIT_NAMES = st.sampled_from(
     ["email", "age", "company", "address", "birthday", "enrichment_phone", "plan", "firstName", "id"]
 )

@@ -13,8 +13,14 @@
  *   every other typed trait or field is handed to its Python check, which raises
  *   what it raises.
  *
+ * - ``plainly_small(value, limit)``: True when the compact JSON of ``value`` is
+ *   certainly at most ``limit`` bytes, from a bound summed in one walk that
+ *   serializes nothing (a string's character is at most 6 bytes, ``\u001f``);
+ *   False when the bound passes ``limit`` or ``value`` holds what the bound does
+ *   not cover, and ``common.json_size`` then measures it.
+ *
  * The Python functions stay the reference; tests/unit/test_dialect_checks.py
- * compares both on random values.
+ * compares both on random values (``plainly_small`` against ``json_size``).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -72,15 +78,23 @@ plain(PyObject *value, Py_ssize_t depth, Py_ssize_t limit)
     return value == Py_None || PyBool_Check(value) || PyLong_CheckExact(value) || PyFloat_CheckExact(value);
 }
 
+/* The ``limit`` of a ``(value, limit)`` call into ``*limit``: 0, or -1 with the error. */
+static int
+limit_of(const char *name, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t *limit)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s(value, limit) takes two arguments", name);
+        return -1;
+    }
+    *limit = PyLong_AsSsize_t(args[1]);
+    return *limit == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 static PyObject *
 plainly_fine(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "plainly_fine(value, limit) takes two arguments");
-        return NULL;
-    }
-    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
-    if (limit == -1 && PyErr_Occurred()) {
+    Py_ssize_t limit;
+    if (limit_of("plainly_fine", args, nargs, &limit) < 0) {
         return NULL;
     }
     int fine = plain(args[0], 1, limit);
@@ -88,6 +102,78 @@ plainly_fine(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return PyBool_FromLong(fine);
+}
+
+/* Deeper values are measured instead: well inside orjson's 254 levels, and a
+ * bound on this walk's recursion. */
+#define SIZE_DEPTH 64
+
+/* An upper bound of the compact JSON of ``value`` (orjson's), or -1 when it passes
+ * ``budget`` or cannot be bounded here. Never fails: nothing is allocated. */
+static Py_ssize_t
+size_bound(PyObject *value, Py_ssize_t budget, int depth)
+{
+    Py_ssize_t scalar = -1;
+    if (PyUnicode_CheckExact(value)) {
+        scalar = 6 * PyUnicode_GET_LENGTH(value) + 2;
+    }
+    else if (value == Py_None || PyBool_Check(value)) {
+        scalar = 5;
+    }
+    else if (PyFloat_CheckExact(value)) {
+        scalar = 32; /* the longest shortest form takes 24: -2.2250738585072014e-308 */
+    }
+    else if (PyLong_CheckExact(value)) {
+        int overflow;
+        (void)PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow != 0) {
+            return -1; /* past 64 bits orjson refuses it: measured another way */
+        }
+        scalar = 20;
+    }
+    if (scalar >= 0) {
+        return scalar <= budget ? scalar : -1;
+    }
+    int is_dict = PyDict_CheckExact(value);
+    if ((!is_dict && !PyList_CheckExact(value)) || depth > SIZE_DEPTH) {
+        return -1;
+    }
+    Py_ssize_t total = 2; /* the brackets; each member adds at most one comma more */
+    if (is_dict) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(value, &pos, &key, &item)) {
+            if (!PyUnicode_CheckExact(key)) {
+                return -1;
+            }
+            Py_ssize_t k = size_bound(key, budget - total, depth + 1);
+            Py_ssize_t v = k < 0 ? -1 : size_bound(item, budget - total - k - 2, depth + 1);
+            if (v < 0) {
+                return -1;
+            }
+            total += k + v + 2; /* the colon and a comma */
+        }
+    }
+    else {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            Py_ssize_t v = size_bound(PyList_GET_ITEM(value, i), budget - total - 1, depth + 1);
+            if (v < 0) {
+                return -1;
+            }
+            total += v + 1;
+        }
+    }
+    return total <= budget ? total : -1;
+}
+
+static PyObject *
+plainly_small(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t limit;
+    if (limit_of("plainly_small", args, nargs, &limit) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(limit >= 0 && size_bound(args[0], limit, 1) >= 0);
 }
 
 /* traits.ObjectCheck, set by bind(): its fields are checked here, the string ones
@@ -203,6 +289,8 @@ check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"plainly_fine", (PyCFunction)(void (*)(void))plainly_fine, METH_FASTCALL,
      "plainly_fine(value, limit): True when check_value would pass value; False: walk it."},
+    {"plainly_small", (PyCFunction)(void (*)(void))plainly_small, METH_FASTCALL,
+     "plainly_small(value, limit): True when value's compact JSON is surely at most limit bytes."},
     {"check_typed", (PyCFunction)(void (*)(void))check_typed, METH_FASTCALL,
      "check_typed(traits, where, types, string_check): traits.check_typed's loop."},
     {"bind", bind, METH_O, "bind(ObjectCheck): object traits' fields are checked in C from then on."},

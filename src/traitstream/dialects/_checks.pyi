@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 def plainly_fine(value: Any, limit: int, /) -> bool: ...
+def plainly_small(value: Any, limit: int, /) -> bool: ...
 def check_typed(
     traits: dict[str, Any],
     where: str,
