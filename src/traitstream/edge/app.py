@@ -179,7 +179,8 @@ class EdgeApp(FastAPI):
     telemetry, its own body limit), routing, dependency solving and exit stacks do
     nothing useful, yet they cost more than parsing and producing a single identify.
     The routes stay declared in FastAPI, so the OpenAPI document is unchanged; each
-    endpoint caps its body (``CappedReceive``) and shapes its own errors."""
+    endpoint caps its body (``CappedReceive``) and shapes its own errors, and its
+    answer leaves in one write (``send_whole``)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -210,7 +211,73 @@ async def _serve_direct(endpoint: Endpoint, scope: Scope, receive: Receive, send
         # The client waits to send the body (RFC 9110, 10.1.1): say that the
         # connection ends here, rather than leave it out of step.
         response.headers["Connection"] = "close"
-    await response(scope, receive, send)
+    await send_whole(response, scope, receive, send)
+
+
+async def send_whole(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+    """Send ``response`` to the connection in one write.
+
+    uvicorn writes a response's status line and headers as soon as they are sent,
+    and its body next: for an answer of a few hundred bytes that is two sends, two
+    segments on the wire, and a client that wakes once for each. Under uvicorn,
+    ``send`` is the method of the request's cycle, whose ``transport`` it writes
+    to; for the length of this response that transport collects the writes instead,
+    and hands them on together before the cycle reports the response complete.
+    Under any other server (or a uvicorn whose cycle no longer looks so) the
+    response goes out as usual."""
+    cycle: Any = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    finish = getattr(cycle, "on_response", None)
+    if not (hasattr(transport, "write") and hasattr(transport, "is_closing") and callable(finish)):
+        await response(scope, receive, send)
+        return
+    whole = OneWrite(transport)
+
+    def restore() -> None:
+        if cycle.transport is whole:
+            cycle.transport = transport
+            whole.flush()
+
+    def finished() -> None:
+        # uvicorn's send calls this once the body is written, and under h11 it
+        # serves the next pipelined request at once: the answer must be out first.
+        restore()
+        finish()
+
+    cycle.transport, cycle.on_response = whole, finished
+    try:
+        await response(scope, receive, send)
+    finally:
+        restore()
+        if cycle.on_response is finished:
+            cycle.on_response = finish
+
+
+class OneWrite:
+    """Stands in for a connection's transport while a response is sent: collects
+    its writes until ``flush`` (or ``close``) hands them on as one."""
+
+    __slots__ = ("_parts", "_transport")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)  # a lone part comes back as itself, uncopied
+            self._parts.clear()
+            self._transport.write(data)
 
 
 class CappedReceive:
