@@ -204,8 +204,13 @@ def test_contract_metrics_are_queryable(stack: Stack, prometheus: str, traffic: 
         )
 
     assert wait_until(lambda: edge_count() >= IDENTIFIES, 15, "the edge's 200s to be scraped")
-    refused = query(prometheus, 'traitstream_edge_requests_total{status="400"}')
-    assert refused and all(s["metric"]["job"] == "traitstream-edge" for s in refused)
+    # The refusal was sent after the fifth 200, so a scrape may have fallen between them.
+    refused = wait_until(
+        lambda: query(prometheus, 'traitstream_edge_requests_total{status="400"}'),
+        15,
+        "the edge's 400 to be scraped",
+    )
+    assert all(s["metric"]["job"] == "traitstream-edge" for s in refused)
 
     def applied() -> float:
         return value(prometheus, 'sum(traitstream_worker_events_total{outcome="applied"})')
