@@ -85,6 +85,12 @@ def applied_offsets(database_url: str, topic: str) -> dict[int, int]:
 def wait_caught_up(stack: Stack, timeout: float = 90.0) -> dict[int, int]:
     """Wait until Postgres has applied every partition to its end; the end offsets."""
     ends = log_ends(stack.bootstrap, stack.topic, stack.partitions)
+    wait_applied_to(stack, ends, timeout)
+    return ends
+
+
+def wait_applied_to(stack: Stack, ends: dict[int, int], timeout: float) -> None:
+    """Wait until Postgres has applied each partition up to ``ends``."""
 
     def caught_up() -> bool:
         try:
@@ -94,7 +100,6 @@ def wait_caught_up(stack: Stack, timeout: float = 90.0) -> dict[int, int]:
         return all(done.get(p, 0) >= end for p, end in ends.items())
 
     wait_until(caught_up, timeout, f"the workers to apply {stack.topic} up to {ends}", every=0.25)
-    return ends
 
 
 def dead_letter_count(stack: Stack) -> int:

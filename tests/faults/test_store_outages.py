@@ -14,12 +14,14 @@ import pytest
 
 from tests.faults.harness import (
     assert_clean_run,
+    log_ends,
     log_events,
     mixed_traffic,
     offsets_locked,
     outcome_count,
     owned_partitions,
     store_errors,
+    wait_applied_to,
     wait_blocked_worker,
     wait_progress,
 )
@@ -59,9 +61,12 @@ def test_redis_restarts_and_loses_every_key(
         other = stack.workers[1]
         skipped_before = outcome_count(frozen, "duplicate")
         frozen.pause()
+        stale_batch_ends = log_ends(stack.bootstrap, stack.topic, stack.partitions)
         throwaway_redis.restart()
         wait_until(lambda: len(owned_partitions(other)) == stack.partitions, 40, "the takeover")
-        wait_progress(stack, counters)
+        # The other worker applies past every record the frozen one holds, so that
+        # its stale batch can only be a duplicate when it wakes.
+        wait_applied_to(stack, stale_batch_ends, 40)
         frozen.resume()
         wait_until(
             lambda: outcome_count(frozen, "duplicate") > skipped_before,
@@ -81,7 +86,11 @@ def test_redis_restarts_and_loses_every_key(
 def test_postgres_restarts_under_load(kafka: Broker, throwaway_postgres: PostgresCluster, make_stack) -> None:
     url = throwaway_postgres.url("traitstream")
     migrate(url)
-    stack = make_stack(kafka.bootstrap, url, workers=2, partitions=6)
+    # The edge keeps acknowledging through the outage on its cached key: the cache
+    # must outlast the start of the traffic plus the wait for both workers' retries.
+    stack = make_stack(
+        kafka.bootstrap, url, workers=2, partitions=6, extra_env={"TRAITSTREAM_KEY_CACHE_S": "300"}
+    )
     with mixed_traffic(stack) as (edge, counters):
         with offsets_locked(stack):
             wait_blocked_worker(stack)

@@ -35,7 +35,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 
-from tests.support.stack import Broker, Stack, free_port, metric_sum, wait_until
+from tests.support.stack import Broker, Stack, free_port, wait_until
 from traitstream.avro import codec
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID, RegistrySchemas, load_v1_text
 from traitstream.errors import InvalidRecord, TraitstreamError, TransientError
@@ -235,14 +235,7 @@ def read_all(bootstrap: str, topic: str, partitions: int, timeout: float = 15) -
 
 def registry_errors(stack: Stack) -> float:
     """Registry failures the workers retried (``TransientError`` from the registry)."""
-    return sum(
-        metric_sum(
-            httpx.get(w.metrics_url, timeout=5).text,
-            "traitstream_worker_store_errors_total",
-            'store="schema_registry"',
-        )
-        for w in stack.workers
-    )
+    return stack.workers_metric("traitstream_worker_store_errors_total", 'store="schema_registry"')
 
 
 class RegistryApi:

@@ -113,14 +113,7 @@ def test_timestamps_order_writes_and_message_id_dedupes(stack: Stack) -> None:
     ]
 
     def duplicates() -> float:
-        return sum(
-            metric_sum(
-                httpx.get(w.metrics_url).text,
-                "traitstream_worker_events_total",
-                'outcome="duplicate"',
-            )
-            for w in stack.workers
-        )
+        return stack.workers_metric("traitstream_worker_events_total", 'outcome="duplicate"')
 
     def metrics_up() -> bool:
         try:

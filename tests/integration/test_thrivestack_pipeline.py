@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.support.seeds import seed_bytes
-from tests.support.stack import Stack, metric_sum, wait_until
+from tests.support.stack import Stack, settled, wait_until
 from traitstream.events import user_profile_id
 from traitstream.exposition import parse_samples
 
@@ -27,7 +27,7 @@ def test_seed_sample_lands_in_the_profile_store(stack: Stack, seed: str) -> None
     uuid.UUID(body["response_id"])
 
     sample = orjson.loads(seed_bytes(seed))
-    profile = stack.wait_profile(sample["user_id"], timeout=15)
+    profile = stack.wait_profile(sample["user_id"])
     assert profile["traits"] == sample["traits"]
     assert profile["profile_id"] == str(user_profile_id(stack.workspace, sample["user_id"]))
     assert profile["created_at"].startswith("2020-11-23T22:28:55.111")
@@ -63,27 +63,23 @@ def test_array_body_and_later_updates_merge(stack: Stack) -> None:
 
 def test_retry_with_the_same_message_id_applies_once(stack: Stack) -> None:
     user = f"retry-{uuid.uuid4().hex[:6]}"
-    before = sum(stack.worker_metric(w, "traitstream_worker_events_total") for w in stack.workers)
+
+    def events(outcome: str = "") -> float:
+        return stack.workers_metric(
+            "traitstream_worker_events_total", f'outcome="{outcome}"' if outcome else ""
+        )
+
+    # A worker counts a batch just after the commit that shows its profiles, so the
+    # counts are read once they hold still.
+    before = settled(events)
+    duplicates_before = events("duplicate")
     for _ in range(3):
         body = {"user_id": user, "message_id": f"{user}-m1", "traits": {"n": 1}}
         assert stack.post("/api/identify", body).status_code == 200
     stack.wait_profile(user)
-
-    def duplicates() -> float:
-        return sum(
-            metric_sum(
-                httpx.get(w.metrics_url).text,
-                "traitstream_worker_events_total",
-                'outcome="duplicate"',
-            )
-            for w in stack.workers
-        )
-
-    from tests.support.stack import wait_until
-
-    wait_until(lambda: duplicates() >= 2, 15, "two duplicates counted")
-    after = sum(stack.worker_metric(w, "traitstream_worker_events_total") for w in stack.workers)
-    assert after - before == 3
+    wait_until(lambda: events("duplicate") - duplicates_before >= 2, 15, "two duplicates counted")
+    wait_until(lambda: events() - before >= 3, 15, "three events counted")
+    assert events() - before == 3
 
 
 @pytest.mark.parametrize(

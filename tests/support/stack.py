@@ -47,6 +47,20 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+def settled(read: Callable[[], float], timeout: float = 10, every: float = 0.3) -> float:
+    """``read()``'s value once two reads ``every`` seconds apart agree: for a count
+    that may still be catching up with work already done."""
+    last = [read()]
+
+    def still() -> bool:
+        now = read()
+        same, last[0] = now == last[0], now
+        return same
+
+    wait_until(still, timeout, "a count that holds still", every=every)
+    return last[0]
+
+
 class Broker:
     """The bundled broker on a free port (or an external one named by TRAITSTREAM_TEST_KAFKA)."""
 
@@ -213,10 +227,9 @@ class Stack:
 
         return dict(wait_until(probe, timeout, f"profile {user_id!r}"))
 
-    def worker_metric(self, worker: Proc, name: str) -> float:
-        """Sum of a metric's samples (all label sets) on one worker."""
-        text = httpx.get(worker.metrics_url, timeout=5).text
-        return metric_sum(text, name)
+    def workers_metric(self, name: str, labels: str = "") -> float:
+        """Sum, over every worker, of a metric's samples carrying ``labels``."""
+        return sum(metric_sum(httpx.get(w.metrics_url, timeout=5).text, name, labels) for w in self.workers)
 
 
 def metric_sum(text: str, name: str, labels: str = "") -> float:
