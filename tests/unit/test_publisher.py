@@ -46,8 +46,13 @@ class FakeProducer:
 
 
 def publisher() -> tuple[KafkaPublisher, FakeProducer]:
+    """A publisher serving ``FakeProducer`` on the timer (the pipe needs librdkafka's
+    own producer: tests/unit/test_report_signal.py)."""
     fake = FakeProducer()
-    with patch("traitstream.edge.publisher.RenewableProducer", lambda *args: fake):
+    with (
+        patch("traitstream.edge.publisher.RenewableProducer", lambda *args: fake),
+        patch("traitstream.edge.publisher.ReportSignal.create", lambda: None),
+    ):
         pub = KafkaPublisher("unused:9092", "identify", LocalSchemas(), EdgeMetrics(), timeout_s=1.0)
     return pub, fake
 

@@ -3,8 +3,10 @@
 ``KafkaPublisher.publish`` returns only when the broker acknowledged every record
 of the call (idempotent producer, ``acks=all``) and raises ``Unavailable`` when it
 did not within the timeout: the edge then answers 503, never a success. The event
-loop itself serves the producer's delivery reports, every millisecond while any
-record is in flight: no thread, and no hop between threads per request.
+loop itself serves the producer's delivery reports as soon as librdkafka signals
+them through a pipe (``report_signal``): no thread, and no hop between threads per
+request. Where that signal cannot be set up, the loop polls every millisecond while
+any record is in flight.
 
 ``RenewableProducer`` (used here, by the dead-letter writer and by replay) keeps an
 idempotent producer usable across broker restarts: see its docstring.
@@ -24,6 +26,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from traitstream.avro import codec
 from traitstream.avro.schemas import SchemaSource
+from traitstream.edge.report_signal import ReportSignal
 from traitstream.errors import TransientError, Unavailable
 from traitstream.events import IdentifyEvent
 from traitstream.metrics import EdgeMetrics
@@ -31,7 +34,9 @@ from traitstream.metrics import EdgeMetrics
 log = logging.getLogger(__name__)
 
 _BUSY_TICK_S = 0.001
+"""Without the pipe: how soon reports are served again while a request waits."""
 _IDLE_TICK_S = 0.1
+"""Otherwise (a safety net under the pipe too)."""
 _SAFETY_MARGIN_S = 5.0
 """How long past librdkafka's own delivery timeout a publish waits for a report."""
 
@@ -93,11 +98,13 @@ class _Pending:
 
 
 DEFAULT_LINGER_MS = 1.0
+CLIENT_ID = "traitstream"
 
 
 def producer_config(bootstrap: str, timeout_s: float, linger_ms: float = DEFAULT_LINGER_MS) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
+        "client.id": CLIENT_ID,
         "enable.idempotence": True,
         "acks": "all",
         # A single identify waits for its acknowledgement, so with a fixed number of
@@ -164,13 +171,34 @@ class RenewableProducer:
     that retires a replaced producer, so they must be safe to call from any thread.
     """
 
-    def __init__(self, bootstrap: str, timeout_s: float, linger_ms: float = DEFAULT_LINGER_MS) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        timeout_s: float,
+        linger_ms: float = DEFAULT_LINGER_MS,
+        signal: ReportSignal | None = None,
+    ) -> None:
         self._config = producer_config(bootstrap, timeout_s, linger_ms)
         self._lock = threading.Lock()
-        self._current = _Generation(self._config)
+        self._signal = signal
+        self.signalled = False
+        """Whether the current producer writes to ``signal`` when it has reports."""
+        self._current = self._generation()
         self.renewals = 0
         self._retiring: list[threading.Thread] = []
         """Threads failing the records of replaced producers (finished ones are dropped)."""
+
+    def _generation(self) -> _Generation:
+        made = _Generation(self._config)
+        if self._signal is not None:
+            self.signalled = self._signal.attach(made.producer, CLIENT_ID)
+        return made
+
+    def detach_signal(self) -> None:
+        """Stop the current producer writing to the signal (before the pipe closes)."""
+        if self._signal is not None and self.signalled:
+            self._signal.detach(self._current.producer, CLIENT_ID)
+            self.signalled = False
 
     @property
     def healthy(self) -> bool:
@@ -234,7 +262,9 @@ class RenewableProducer:
             old = self._current
             if not old.fatal.is_set():
                 return
-            self._current = _Generation(self._config)
+            if self._signal is not None and self.signalled:
+                self._signal.detach(old.producer, CLIENT_ID)
+            self._current = self._generation()
             self.renewals += 1
             # The caller may be the edge's event loop: retiring the old producer
             # waits for its reports, so it happens on a thread of its own.
@@ -266,7 +296,8 @@ class KafkaPublisher:
         timeout_s: float = 10.0,
         linger_ms: float = DEFAULT_LINGER_MS,
     ) -> None:
-        self._producer = RenewableProducer(bootstrap, timeout_s, linger_ms)
+        self._signal = ReportSignal.create()
+        self._producer = RenewableProducer(bootstrap, timeout_s, linger_ms, self._signal)
         self._topic = topic
         self._schemas = schemas
         try:
@@ -280,30 +311,53 @@ class KafkaPublisher:
         self._tick: asyncio.TimerHandle | None = None
         self._tick_busy = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading: asyncio.AbstractEventLoop | None = None
+        """The loop that reads the signal's pipe, if any."""
 
     def start_serving(self) -> None:
-        """Poll the producer on the running loop from now on, so that an error it
+        """Serve the producer on the running loop from now on, so that an error it
         reports before any traffic (a fatal one makes ``ready`` false) is heard."""
+        if self._signal is not None:
+            loop = asyncio.get_running_loop()
+            self._stop_reading()
+            loop.add_reader(self._signal.read_fd, self._woken, self._signal)
+            self._reading = loop
         self._schedule(busy=False)
 
     def stop_serving(self) -> None:
-        """Stop polling on the loop (before ``close`` flushes from another thread)."""
+        """Stop serving on the loop (before ``close`` flushes from another thread)."""
+        self._stop_reading()
         tick, self._tick = self._tick, None
         if tick is not None:
             tick.cancel()
 
+    def _stop_reading(self) -> None:
+        loop, self._reading = self._reading, None
+        if loop is not None and self._signal is not None and not loop.is_closed():
+            loop.remove_reader(self._signal.read_fd)
+
+    def _woken(self, signal: ReportSignal) -> None:
+        """The producer signalled reports: empty the pipe first, then serve them,
+        so that a report arriving meanwhile signals again."""
+        signal.drain()
+        self._poll()
+
     def _serve(self) -> None:
-        """Serve delivery reports (and errors) on the event loop: again in a
-        millisecond while any request waits, else in a tenth of a second."""
+        """Serve delivery reports (and errors) on a timer: again in a millisecond
+        while any request waits without the pipe, else in a tenth of a second."""
         self._tick = None
+        self._poll()
+        self._schedule(busy=self._in_flight > 0)
+
+    def _poll(self) -> None:
         try:
             self._producer.poll(0)
-        except Exception:  # the ticks must outlive every error: without them nobody hears back
+        except Exception:  # serving must outlive every error: without it nobody hears back
             log.exception("serving delivery reports failed; carrying on")
-        self._schedule(busy=self._in_flight > 0)
 
     def _schedule(self, busy: bool) -> None:
         loop = asyncio.get_running_loop()
+        busy = busy and not (self._reading is loop and self._producer.signalled)
         if loop is not self._loop:  # a new loop (the app started again): the old tick died with its own
             self._loop, self._tick = loop, None
         if self._tick is not None:
@@ -359,3 +413,6 @@ class KafkaPublisher:
         remaining = self._producer.flush(timeout)
         if remaining:
             log.warning("closing with %d records not acknowledged", remaining)
+        if self._signal is not None:
+            self._producer.detach_signal()
+            self._signal.close()
