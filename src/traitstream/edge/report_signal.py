@@ -39,16 +39,20 @@ def _librdkafka() -> Any | None:
         return None
     if len(paths) != 1:  # none, or two copies: which one holds the producer is unknowable
         return None
-    lib = ctypes.CDLL(paths.pop())
-    lib.rd_kafka_name.argtypes = [ctypes.c_void_p]
-    lib.rd_kafka_name.restype = ctypes.c_char_p
-    lib.rd_kafka_queue_get_main.argtypes = [ctypes.c_void_p]
-    lib.rd_kafka_queue_get_main.restype = ctypes.c_void_p
-    enable = lib.rd_kafka_queue_io_event_enable
-    enable.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-    enable.restype = None
-    lib.rd_kafka_queue_destroy.argtypes = [ctypes.c_void_p]
-    lib.rd_kafka_queue_destroy.restype = None
+    try:
+        lib = ctypes.CDLL(paths.pop())  # the copy already loaded, not a second one
+        lib.rd_kafka_name.argtypes = [ctypes.c_void_p]
+        lib.rd_kafka_name.restype = ctypes.c_char_p
+        lib.rd_kafka_queue_get_main.argtypes = [ctypes.c_void_p]
+        lib.rd_kafka_queue_get_main.restype = ctypes.c_void_p
+        enable = lib.rd_kafka_queue_io_event_enable
+        enable.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+        enable.restype = None
+        lib.rd_kafka_queue_destroy.argtypes = [ctypes.c_void_p]
+        lib.rd_kafka_queue_destroy.restype = None
+    except (OSError, AttributeError) as exc:  # not loadable, or a symbol missing
+        log.info("delivery reports will be polled on a timer: %s", exc)
+        return None
     return lib
 
 
