@@ -148,3 +148,12 @@ def test_one_write_hands_on_nothing_until_flushed() -> None:
     whole.flush()
     whole.flush()
     assert transport.writes == [b"ab"]
+
+
+def test_an_answer_to_a_client_that_left_is_dropped_not_written() -> None:
+    transport = RecordingTransport()
+    whole = OneWrite(transport)
+    whole.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.close()  # the connection dropped while the body was awaited
+    whole.flush()  # a closed transport may raise on write: nothing is written
+    assert transport.writes == []

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import select
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from confluent_kafka import KafkaError, Producer
 
 from traitstream.avro.schemas import LocalSchemas
+from traitstream.edge import report_signal
 from traitstream.edge.publisher import CLIENT_ID, KafkaPublisher, RenewableProducer, producer_config
 from traitstream.edge.report_signal import ReportSignal
 from traitstream.errors import Unavailable
@@ -92,11 +94,14 @@ def test_a_replacement_producer_signals_through_the_same_pipe(signal: ReportSign
     producer.poll(0)
     assert len(reports) == 1
     assert producer.flush(WAIT_S) == 0
-    producer.detach_signal()
+    producer.release_signal()
     assert not producer.signalled
+    producer._current.fatal.set()  # a renewal after the release attaches nothing to the pipe
+    producer.renew_if_fatal()
+    assert producer.renewals == 2 and not producer.signalled
 
 
-def test_the_publisher_serves_reports_from_the_pipe_without_a_busy_timer() -> None:
+def test_the_publisher_serves_reports_from_the_pipe_alone() -> None:
     publisher = KafkaPublisher("", "identify", LocalSchemas(), EdgeMetrics(), timeout_s=0.01)
     event = IdentifyEvent("ws", "u1", "thrivestack", 1, 1, "r", 0, operations=(Operation(Op.SET, "a", 1),))
 
@@ -112,9 +117,35 @@ def test_the_publisher_serves_reports_from_the_pipe_without_a_busy_timer() -> No
         finally:
             publisher.stop_serving()
 
-    asyncio.run(run())
+    # The safety-net timer is pushed past the wait: only the pipe can serve the report.
+    with patch("traitstream.edge.publisher._IDLE_TICK_S", 60.0):
+        asyncio.run(run())
     publisher.close(1.0)
     assert not publisher._producer.signalled
+
+
+def test_a_closed_publisher_started_again_polls_on_the_timer() -> None:
+    publisher = KafkaPublisher("", "identify", LocalSchemas(), EdgeMetrics(), timeout_s=0.01)
+    publisher.close(1.0)
+
+    async def run() -> None:
+        publisher.start_serving()  # the app started again: the closed pipe is not read
+        try:
+            assert publisher._reading is None
+        finally:
+            publisher.stop_serving()
+
+    asyncio.run(run())
+
+
+def test_only_known_confluent_kafka_majors_are_trusted() -> None:
+    report_signal._librdkafka.cache_clear()
+    try:
+        with patch("traitstream.edge.report_signal.confluent_kafka.version", lambda: ("3.0.0", 0)):
+            assert ReportSignal.create() is None
+    finally:
+        report_signal._librdkafka.cache_clear()
+    assert ReportSignal.create() is not None
 
 
 def test_the_producer_config_names_the_client() -> None:

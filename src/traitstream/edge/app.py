@@ -277,7 +277,8 @@ class OneWrite:
         if self._parts:
             data = b"".join(self._parts)  # a lone part comes back as itself, uncopied
             self._parts.clear()
-            self._transport.write(data)
+            if not self._transport.is_closing():  # the client left: nobody to answer
+                self._transport.write(data)
 
 
 class CappedReceive:

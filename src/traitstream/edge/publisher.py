@@ -194,10 +194,14 @@ class RenewableProducer:
             self.signalled = self._signal.attach(made.producer, CLIENT_ID)
         return made
 
-    def detach_signal(self) -> None:
-        """Stop the current producer writing to the signal (before the pipe closes)."""
-        if self._signal is not None and self.signalled:
-            self._signal.detach(self._current.producer, CLIENT_ID)
+    def release_signal(self) -> None:
+        """Stop the current producer writing to the signal, and attach no later one
+        (before the pipe closes). Under the lock, so that a renewal cannot attach
+        a new producer to a pipe about to close."""
+        with self._lock:
+            signal, self._signal = self._signal, None
+            if signal is not None and self.signalled:
+                signal.detach(self._current.producer, CLIENT_ID)
             self.signalled = False
 
     @property
@@ -317,7 +321,7 @@ class KafkaPublisher:
     def start_serving(self) -> None:
         """Serve the producer on the running loop from now on, so that an error it
         reports before any traffic (a fatal one makes ``ready`` false) is heard."""
-        if self._signal is not None:
+        if self._signal is not None and not self._signal.closed:
             loop = asyncio.get_running_loop()
             self._stop_reading()
             loop.add_reader(self._signal.read_fd, self._woken, self._signal)
@@ -414,5 +418,5 @@ class KafkaPublisher:
         if remaining:
             log.warning("closing with %d records not acknowledged", remaining)
         if self._signal is not None:
-            self._producer.detach_signal()
+            self._producer.release_signal()
             self._signal.close()

@@ -8,10 +8,13 @@ waits: no wake-ups for nothing, and no wait of up to a tick between the broker's
 acknowledgement and the answer. confluent-kafka does not expose that call, so it
 is made through ctypes on the librdkafka the process already loaded, with the
 producer's handle read from its Python object (``Handle`` in confluent-kafka's C
-source: the object header, then ``rd_kafka_t *rk``). Before using the handle, the
-name librdkafka gives it is checked against the client id the producer was made
-with; where anything does not match (another layout, no librdkafka found, not
-Linux), ``attach`` says no and the caller polls on a timer as before.
+source: the object header, then ``rd_kafka_t *rk``). That layout is trusted only
+for the confluent-kafka major versions known to have it (``KNOWN_MAJORS``):
+reading another layout could crash the process rather than fail. The name
+librdkafka gives the handle is checked too, against the client id the producer
+was made with. Where anything does not match (another major version, no
+librdkafka found, not Linux, another name), ``attach`` says no and the caller
+polls on a timer as before.
 """
 
 from __future__ import annotations
@@ -22,16 +25,23 @@ import os
 from functools import lru_cache
 from typing import Any
 
+import confluent_kafka
 from confluent_kafka import Producer
 
 log = logging.getLogger(__name__)
 
 _PAYLOAD = b"r"
+KNOWN_MAJORS = frozenset({"1", "2"})
+"""confluent-kafka majors whose ``Handle`` starts with ``rd_kafka_t *rk`` (since 0.9)."""
 
 
 @lru_cache(maxsize=1)
 def _librdkafka() -> Any | None:
     """The librdkafka this process loaded for confluent-kafka, or None."""
+    major = confluent_kafka.version()[0].split(".")[0]
+    if major not in KNOWN_MAJORS:
+        log.info("delivery reports will be polled on a timer: confluent-kafka %s is not known", major)
+        return None
     try:
         with open("/proc/self/maps", encoding="utf-8") as maps:
             paths = {line.split()[-1] for line in maps if "librdkafka" in line and "/" in line}
@@ -75,7 +85,7 @@ class ReportSignal:
         # Non-blocking on both ends: librdkafka writes while holding its queue's lock,
         # and must never wait on a full pipe.
         self.read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._closed = False
+        self.closed = False
 
     @classmethod
     def create(cls) -> ReportSignal | None:
@@ -91,7 +101,7 @@ class ReportSignal:
 
     def _point(self, producer: Producer, client_id: str, fd: int) -> bool:
         lib = _librdkafka()
-        if lib is None or self._closed:
+        if lib is None or self.closed:
             return False
         try:
             handle = _handle(lib, producer, client_id)
@@ -120,7 +130,7 @@ class ReportSignal:
 
     def close(self) -> None:
         """Close the pipe; every producer must have been detached first."""
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             os.close(self.read_fd)
             os.close(self._write_fd)
