@@ -199,10 +199,14 @@ class RenewableProducer:
         (before the pipe closes). Under the lock, so that a renewal cannot attach
         a new producer to a pipe about to close."""
         with self._lock:
-            signal, self._signal = self._signal, None
-            if signal is not None and self.signalled:
-                signal.detach(self._current.producer, CLIENT_ID)
-            self.signalled = False
+            self._detach()
+            self._signal = None
+
+    def _detach(self) -> None:
+        """With the lock held: the current producer stops writing to the signal."""
+        if self._signal is not None and self.signalled:
+            self._signal.detach(self._current.producer, CLIENT_ID)
+        self.signalled = False
 
     @property
     def healthy(self) -> bool:
@@ -266,8 +270,7 @@ class RenewableProducer:
             old = self._current
             if not old.fatal.is_set():
                 return
-            if self._signal is not None and self.signalled:
-                self._signal.detach(old.producer, CLIENT_ID)
+            self._detach()  # the old producer, still current here
             self._current = self._generation()
             self.renewals += 1
             # The caller may be the edge's event loop: retiring the old producer

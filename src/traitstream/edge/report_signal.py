@@ -103,11 +103,7 @@ class ReportSignal:
         lib = _librdkafka()
         if lib is None or self.closed:
             return False
-        try:
-            handle = _handle(lib, producer, client_id)
-        except (OSError, ValueError) as exc:
-            log.info("delivery reports will be polled on a timer: %s", exc)
-            return False
+        handle = _handle(lib, producer, client_id)
         if handle is None:
             log.info("delivery reports will be polled on a timer: the producer's handle was not recognised")
             return False
