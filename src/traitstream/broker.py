@@ -13,10 +13,12 @@ from traitstream.kafka_admin import reachable
 
 WORKER_FETCH_PAUSE_MS = 200
 """The fetch pause (``TRAITSTREAM_FETCH_PAUSE_MS``) that ``traitstream dev`` and the
-bench give their workers when they run this broker, unless one is set. It answers
-every fetch as soon as it holds any new record, whatever ``fetch.min.bytes``, so a
-worker that keeps up would fetch hundreds of times a second, and each fetch costs
-the broker CPU (measured: the broker's CPU per single identify fell by half)."""
+bench give their workers when they run this broker, unless one is set. It does not
+hold a fetch until ``fetch.min.bytes`` have arrived, as Apache Kafka does: it reads
+its log at once and, if it found less, reads it all again once ``fetch.wait.max.ms``
+have passed. So a worker that keeps up would fetch many times a second, and each
+read costs the broker CPU (measured: the broker's CPU per single identify fell by
+half)."""
 
 
 def worker_fetch_pause_ms(configured: int | None, bundled: bool) -> int:

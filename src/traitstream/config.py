@@ -60,7 +60,7 @@ class WorkerSettings(CommonSettings):
         ge=0,
         le=300_000,  # librdkafka's bound for fetch.queue.backoff.ms
         description="above 0: fetch a partition again only once every fetched record is taken, "
-        "pausing this many ms while not, for brokers that ignore fetch.min.bytes "
+        "pausing this many ms while not, for brokers that do not hold a fetch for fetch.min.bytes "
         "(the bundled broker; traitstream dev and bench use 200 with it); 0: off",
     )
 
