@@ -18,8 +18,7 @@ def test_a_pause_holds_fetches_while_fetched_records_wait() -> None:
     config = consumer_config("127.0.0.1:9092", "group", 6_000, fetch_pause_ms=200)
     assert config["queued.min.messages"] == 1
     assert config["fetch.queue.backoff.ms"] == 200
-    # Paced fetches take whatever they find rather than waiting for more.
-    assert config["fetch.min.bytes"] == 1
+    assert config["fetch.min.bytes"] == 64 * 1024
 
 
 def test_the_pause_is_the_bundled_brokers_unless_one_was_set() -> None:

@@ -78,12 +78,6 @@ def consumer_config(
         # local queue holds at least queued.min.messages records.
         config["queued.min.messages"] = 1
         config["fetch.queue.backoff.ms"] = fetch_pause_ms
-        # The pause paces the fetches, so take whatever a fetch finds. The bundled
-        # broker, finding less than fetch.min.bytes, waits fetch.wait.max.ms and
-        # then reads every partition of the request again, listing each one's log
-        # a second time: with the workers keeping up with single identifies, that
-        # was most of its fetches.
-        config["fetch.min.bytes"] = 1
     return config
 
 
