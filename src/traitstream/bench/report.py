@@ -32,6 +32,15 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _latency_line(paced: dict[str, Any], what: str) -> str:
+    latency = paced.get("e2e_latency_s", {})
+    return (
+        f"end-to-end latency at {_fmt(paced.get('rate_target'))}/s ({what}, "
+        f"{_fmt(paced.get('identifies_per_request'))} identifies a request): "
+        f"p50 {_fmt(latency.get('p50'), 3)} s   p99 {_fmt(latency.get('p99'), 3)} s"
+    )
+
+
 def targets(results: dict[str, Any]) -> list[Target]:
     f = results["figures"]
     e2e = f.get("end_to_end", {})
@@ -143,11 +152,9 @@ def summary(results: dict[str, Any]) -> str:
             f"single-identify latency, {label}  p50 {_fmt(latency.get('p50'), 2)} ms   "
             f"p99 {_fmt(latency.get('p99'), 2)} ms"
         )
-    out += [
-        f"end-to-end latency at {_fmt(steady.get('rate_target'))}/s (half the maximum): "
-        f"p50 {_fmt(steady.get('e2e_latency_s', {}).get('p50'), 3)} s   "
-        f"p99 {_fmt(steady.get('e2e_latency_s', {}).get('p99'), 3)} s",
-    ]
+    out.append(_latency_line(steady, "half the maximum"))
+    if "steady_small_requests" in f:
+        out.append(_latency_line(f["steady_small_requests"], "the same rate"))
     soak = f.get("soak", {})
     if soak:
         out.append(
