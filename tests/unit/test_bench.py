@@ -200,26 +200,26 @@ def test_summary_prints_the_latency_in_both_request_sizes_and_judges_the_first()
         "figures": {
             "steady": {
                 "rate_target": 9_900.0,
-                "identifies_per_request": 500,
+                "identifies_per_request": 100,
                 "e2e_latency_s": {"p50": 0.2, "p99": 0.5},
             },
-            "steady_small_requests": {
+            "steady_end_to_end_requests": {
                 "rate_target": 9_900.0,
-                "identifies_per_request": 100,
+                "identifies_per_request": 500,
                 "e2e_latency_s": {"p50": 0.3, "p99": 1.2},
             },
         },
     }
     text = report.summary(results)
     assert (
-        "end-to-end latency at 9,900/s (half the maximum, 500 identifies a request): "
+        "end-to-end latency at 9,900/s (half the maximum, 100 identifies a request): "
         "p50 0.200 s   p99 0.500 s" in text
     )
     assert (
-        "end-to-end latency at 9,900/s (the same rate, 100 identifies a request): "
+        "end-to-end latency at 9,900/s (the same rate, 500 identifies a request): "
         "p50 0.300 s   p99 1.200 s" in text
     )
-    # Only the phase at half the end-to-end load is judged.
+    # Only the first phase is judged.
     assert "[met   ] end-to-end p99 at half the maximum rate: 0.500 s at 9,900/s" in text
 
 

@@ -153,8 +153,8 @@ def summary(results: dict[str, Any]) -> str:
             f"p99 {_fmt(latency.get('p99'), 2)} ms"
         )
     out.append(_latency_line(steady, "half the maximum"))
-    if "steady_small_requests" in f:
-        out.append(_latency_line(f["steady_small_requests"], "the same rate"))
+    if "steady_end_to_end_requests" in f:
+        out.append(_latency_line(f["steady_end_to_end_requests"], "the same rate"))
     soak = f.get("soak", {})
     if soak:
         out.append(

@@ -11,9 +11,9 @@
    tier's capacity), then with them applying on the same cores;
 5. worker drain: the workers stopped, a backlog produced, the workers started
    again with the edge idle;
-6. steady load at half the end-to-end rate, in the end-to-end phase's requests of
-   500: end-to-end latency from the workers' histogram; then the same rate in
-   requests of 100, reported beside it;
+6. steady load at half the end-to-end rate in requests of 100: end-to-end
+   latency from the workers' histogram; then the same rate in the end-to-end
+   phase's requests of 500 (half its load), reported beside it;
 7. the soak: steady load for longer (at most ``BUNDLED_SOAK_RATE`` with the
    bundled broker), sampling the workers' memory;
 8. optionally, py-spy profiles of the edge and the workers under load.
@@ -48,9 +48,10 @@ HISTOGRAM = "traitstream_end_to_end_seconds"
 POPULATION = 100_000
 BATCH = 500
 """Identifies in each request of the batched phases (end to end, ingestion, the
-drain's backlog) and of the latency phase at half their rate."""
+drain's backlog) and of the second latency phase."""
 SMALL_BATCH = 100
-"""Identifies in each request of the soak and of the second latency phase."""
+"""Identifies in each request of the latency phase judged against its target and
+of the soak."""
 WARM_UP = 20_000
 BUNDLED_SOAK_RATE = 2_000.0
 """The soak's highest rate on the bundled broker: its 10-minute log stays near 1.2
@@ -425,20 +426,19 @@ class Bench:
         return figure, rss
 
     def steady(self) -> None:
-        """The latency at half the maximum rate: the end-to-end phase's load (its
-        requests of 500) at half its rate, so that the machine carries about half
-        the load it carried there. Then, on a fresh topic, the same rate of
-        identifies in requests of 100: two and a half times the end-to-end phase's
-        requests a second, each a batch per partition for the broker and the
-        workers, a heavier load (measured at 9,900 identifies/s: the machine 53%
-        busy in requests of 500, 69 to 73% in requests of 100). Only the first is
-        judged against the target; the second is reported beside it."""
+        """The latency at half the maximum rate, judged in requests of 100 as in
+        every earlier round. That is a heavier load than half the end-to-end
+        phase's: two and a half times its requests a second, each a batch per
+        partition for the broker and the workers (measured at 9,900 identifies/s:
+        the machine 69 to 73% busy, against 53% in requests of 500). So the same
+        rate in the end-to-end phase's own requests, half its load, runs next on a
+        fresh topic and is reported beside it."""
         seconds, rate = self.o.latency_s, self._half_rate()
         _say(f"end-to-end latency at half the end-to-end rate, for {seconds:.0f} s")
-        self.figures["steady"], _ = self._paced("steady", seconds, rate, BATCH)
+        self.figures["steady"], _ = self._paced("steady", seconds, rate, SMALL_BATCH)
         self.fresh_topic()
-        _say(f"the same rate in requests of {SMALL_BATCH}, for {seconds:.0f} s")
-        self.figures["steady_small_requests"], _ = self._paced("steady-small", seconds, rate, SMALL_BATCH)
+        _say(f"the same rate in requests of {BATCH}, for {seconds:.0f} s")
+        self.figures["steady_end_to_end_requests"], _ = self._paced("steady-500", seconds, rate, BATCH)
 
     def soak(self) -> None:
         seconds, rate = self.o.soak_s, self.soak_rate()
