@@ -246,7 +246,7 @@ class Bench:
         }
 
     def end_to_end(self) -> None:
-        _say("end to end: 4 clients, 500 identifies a request, the workers applying meanwhile")
+        _say(f"end to end: 4 clients, {BATCH} identifies a request, the workers applying meanwhile")
         self.meter.start(self._groups())
         result = self._batched_load("end-to-end", seed=21)
         done_at = self._wait_applied(max(120.0, self.o.phase_s * 20))
@@ -267,7 +267,7 @@ class Bench:
         """The edge tier's capacity: the workers are stopped, as they would run on
         machines of their own, so the edge and the broker have the two cores. The
         records are left unapplied: the phase ends on a fresh topic."""
-        _say("batched ingestion: 4 clients, 500 identifies a request, the workers stopped")
+        _say(f"batched ingestion: 4 clients, {BATCH} identifies a request, the workers stopped")
         self.stack.stop_workers()
         self.meter.start(self._groups())
         result = self._batched_load("batched", seed=22)
