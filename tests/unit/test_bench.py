@@ -131,6 +131,17 @@ def test_histogram_quantile_of_an_empty_histogram_is_unknown() -> None:
     assert stats.histogram_quantile(0.5, stats.Histogram(((1.0, 0.0), (math.inf, 0.0)))) is None
 
 
+def test_share_within_a_bound_is_exact_where_the_quantile_interpolates() -> None:
+    histogram = stats.Histogram(((0.5, 980.0), (1.0, 989.0), (2.5, 1000.0), (math.inf, 1000.0)))
+    assert stats.share_within(1.0, histogram) == pytest.approx(0.989)
+    # 1.1% applied after a second: the interpolated p99 lies above it too.
+    assert stats.histogram_quantile(0.99, histogram) > 1.0
+    assert stats.share_within(math.inf, histogram) == 1.0
+    assert stats.share_within(1.0, stats.Histogram(((1.0, 0.0), (math.inf, 0.0)))) is None
+    with pytest.raises(ValueError, match=r"0\.75 is not a bucket bound"):
+        stats.share_within(0.75, histogram)
+
+
 def test_delta_and_merge_give_one_window_over_several_workers() -> None:
     before = stats.Histogram(((0.1, 5.0), (1.0, 5.0), (math.inf, 5.0)))
     after = stats.Histogram(((0.1, 15.0), (1.0, 25.0), (math.inf, 25.0)))
@@ -201,7 +212,8 @@ def test_summary_prints_the_latency_in_both_request_sizes_and_judges_the_first()
             "steady": {
                 "rate_target": 9_900.0,
                 "identifies_per_request": 100,
-                "e2e_latency_s": {"p50": 0.2, "p99": 0.5},
+                "e2e_latency_s": {"p50": 0.2, "p99": 0.5, "within_1s": 0.9975},
+                "e2e_windows": [{"p99": 0.41}, {"p99": 0.62}, {"p99": None}],
             },
             "steady_end_to_end_requests": {
                 "rate_target": 9_900.0,
@@ -213,11 +225,12 @@ def test_summary_prints_the_latency_in_both_request_sizes_and_judges_the_first()
     text = report.summary(results)
     assert (
         "end-to-end latency at 9,900/s (half the maximum, 100 identifies a request): "
-        "p50 0.200 s   p99 0.500 s" in text
+        "p50 0.200 s   p99 0.500 s   applied within 1 s 99.75%" in text
     )
+    assert "  p99 in each window of the phase: 0.41  0.62  n/a" in text
     assert (
         "end-to-end latency at 9,900/s (the same rate, 500 identifies a request): "
-        "p50 0.300 s   p99 1.200 s" in text
+        "p50 0.300 s   p99 1.200 s   applied within 1 s n/a" in text
     )
     # Only the first phase is judged.
     assert "[met   ] end-to-end p99 at half the maximum rate: 0.500 s at 9,900/s" in text

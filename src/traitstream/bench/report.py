@@ -32,13 +32,20 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _latency_line(paced: dict[str, Any], what: str) -> str:
+def _latency_lines(paced: dict[str, Any], what: str) -> list[str]:
     latency = paced.get("e2e_latency_s", {})
-    return (
+    within = latency.get("within_1s")
+    lines = [
         f"end-to-end latency at {_fmt(paced.get('rate_target'))}/s ({what}, "
         f"{_fmt(paced.get('identifies_per_request'))} identifies a request): "
-        f"p50 {_fmt(latency.get('p50'), 3)} s   p99 {_fmt(latency.get('p99'), 3)} s"
-    )
+        f"p50 {_fmt(latency.get('p50'), 3)} s   p99 {_fmt(latency.get('p99'), 3)} s   "
+        f"applied within 1 s {_fmt(None if within is None else within * 100, 2, '%')}"
+    ]
+    windows = paced.get("e2e_windows")
+    if windows:
+        p99s = "  ".join(_fmt(w.get("p99"), 2) for w in windows)
+        lines.append(f"  p99 in each window of the phase: {p99s}")
+    return lines
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
@@ -152,9 +159,9 @@ def summary(results: dict[str, Any]) -> str:
             f"single-identify latency, {label}  p50 {_fmt(latency.get('p50'), 2)} ms   "
             f"p99 {_fmt(latency.get('p99'), 2)} ms"
         )
-    out.append(_latency_line(steady, "half the maximum"))
+    out += _latency_lines(steady, "half the maximum")
     if "steady_end_to_end_requests" in f:
-        out.append(_latency_line(f["steady_end_to_end_requests"], "the same rate"))
+        out += _latency_lines(f["steady_end_to_end_requests"], "the same rate")
     soak = f.get("soak", {})
     if soak:
         out.append(

@@ -58,6 +58,17 @@ BUNDLED_SOAK_RATE = 2_000.0
 million records (see ``Bench.soak_rate``)."""
 
 
+def _latency(histogram: stats.Histogram) -> dict[str, Any]:
+    """End-to-end p50 and p99 as Prometheus reads them, and the exact share applied
+    within the target's second."""
+    return {
+        "observed": histogram.count,
+        "p50": stats.histogram_quantile(0.5, histogram),
+        "p99": stats.histogram_quantile(0.99, histogram),
+        "within_1s": stats.share_within(1.0, histogram),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
     database_url: str
@@ -374,13 +385,22 @@ class Bench:
         self, name: str, seconds: float, rate: float, batch: int
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Paced load at ``rate`` identifies per second, ``batch`` to a request, for
-        ``seconds``: the end-to-end latency figures, and RSS samples (every 5 s) of
-        the workers and the edge."""
+        ``seconds``: the end-to-end latency figures, over the whole phase and in the
+        windows between samples, and RSS samples (every 5 s) of the workers and the
+        edge."""
         s = self.stack
-        before = [stats.parse_histogram(t, HISTOGRAM) for t in s.worker_metrics()]
+        first = self._e2e_histogram()
         rss: list[dict[str, Any]] = []
+        windows: list[dict[str, Any]] = []
+        latest = [(time.monotonic(), first)]
 
-        def sample() -> None:
+        def sample(last: bool = False) -> None:
+            now, histogram = time.monotonic(), self._e2e_histogram()
+            then, earlier = latest[0]
+            if last or now - then >= 1.0:  # not the sample taken as the load starts
+                latest[0] = (now, histogram)
+                window = stats.histogram_delta(histogram, earlier)
+                windows.append({"seconds": round(now - then, 1)} | _latency(window))
             rss.append(
                 {
                     "t": round(time.time(), 1),
@@ -404,26 +424,28 @@ class Bench:
                 next_sample += 5
         result = self._result(process, 60)
         self._wait_applied(max(120.0, seconds))
-        sample()
+        sample(last=True)
         self.cpu[name] = self.meter.stop(self._groups()) | {"load": round(result.cpu_s, 2)}
-        after = [stats.parse_histogram(t, HISTOGRAM) for t in s.worker_metrics()]
-        window = stats.merge_histograms(
-            stats.histogram_delta(a, b) for a, b in zip(after, before, strict=True)
-        )
+        phase = stats.histogram_delta(latest[0][1], first)
         figure = {
             "rate_target": rate,
             "identifies_per_request": batch,
             "rate_sent": stats.rate(result.identifies_acked, result.seconds),
             "seconds": result.seconds,
             "errors": result.errors,
-            "observed": window.count,
-            "e2e_latency_s": {
-                "p50": stats.histogram_quantile(0.5, window),
-                "p99": stats.histogram_quantile(0.99, window),
-            },
+            "e2e_latency_s": _latency(phase),
+            # The phase's 5 s windows by the time each identify was applied, the
+            # last one running on while the workers finish: whether the slow ones
+            # came together or spread through the phase.
+            "e2e_windows": windows,
             "request_latency_ms": result.latency_ms,
         }
         return figure, rss
+
+    def _e2e_histogram(self) -> stats.Histogram:
+        """The end-to-end histogram, merged over the workers."""
+        scrapes = self.stack.worker_metrics()
+        return stats.merge_histograms(stats.parse_histogram(t, HISTOGRAM) for t in scrapes)
 
     def steady(self) -> None:
         """The latency at half the maximum rate, judged in requests of 100. That

@@ -72,6 +72,19 @@ def histogram_delta(after: Histogram, before: Histogram) -> Histogram:
     return Histogram(tuple((b, c - earlier.get(b, 0.0)) for b, c in after.buckets))
 
 
+def share_within(bound: float, histogram: Histogram) -> float | None:
+    """The share of observations at or below ``bound``, which must be one of the
+    histogram's bucket bounds: exact, unlike a quantile read inside a bucket (a p99
+    is under ``bound`` exactly when this is at least 0.99). None when nothing was
+    observed."""
+    if histogram.count <= 0:
+        return None
+    for upper, count in histogram.buckets:
+        if upper == bound:
+            return count / histogram.count
+    raise ValueError(f"{bound} is not a bucket bound of the histogram")
+
+
 def histogram_quantile(q: float, histogram: Histogram) -> float | None:
     """Prometheus' ``histogram_quantile``: find the bucket holding rank ``q * count``
     and interpolate linearly inside it (the first bucket starts at 0). A rank in the
