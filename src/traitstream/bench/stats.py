@@ -74,9 +74,9 @@ def histogram_delta(after: Histogram, before: Histogram) -> Histogram:
 
 def share_within(bound: float, histogram: Histogram) -> float | None:
     """The share of observations at or below ``bound``, which must be one of the
-    histogram's bucket bounds: exact, unlike a quantile read inside a bucket (a p99
-    is under ``bound`` exactly when this is at least 0.99). None when nothing was
-    observed."""
+    histogram's bucket bounds: exact, unlike a quantile read inside a bucket (the
+    p99 so read is at most ``bound`` exactly when this is at least 0.99). None when
+    nothing was observed."""
     if histogram.count <= 0:
         return None
     for upper, count in histogram.buckets:
