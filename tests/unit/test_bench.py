@@ -175,6 +175,13 @@ def test_targets_judge_each_figure_and_leave_unmeasured_ones_open() -> None:
     assert met["worker memory flat over the soak"] is None
 
 
+def test_a_ratio_just_under_its_target_does_not_print_as_the_target() -> None:
+    results = {"figures": {"end_to_end": {"identifies_per_s": 24_377.0, "ratio": 0.2458}}}
+    (e2e,) = [t for t in report.targets(results) if t.name.startswith("end-to-end applied rate")]
+    assert e2e.met is False
+    assert e2e.measured == "0.246 (24,377/s)"
+
+
 def test_summary_prints_both_single_identify_figures_and_their_targets() -> None:
     results = {
         "started_at": "2026-11-22T00:00:00+00:00",

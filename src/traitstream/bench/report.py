@@ -29,7 +29,8 @@ def _fmt(value: float | None, digits: int = 0, unit: str = "") -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+    # Three places: at two, a ratio of 0.246 printed as the 0.25 it misses.
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _latency_lines(paced: dict[str, Any], what: str) -> list[str]:
