@@ -142,6 +142,25 @@ def test_share_within_a_bound_is_exact_where_the_quantile_interpolates() -> None
         stats.share_within(0.75, histogram)
 
 
+def test_windows_cut_a_phase_and_add_up_to_it() -> None:
+    def seen(fast: float, slow: float) -> stats.Histogram:
+        return stats.Histogram(((1.0, fast), (math.inf, fast + slow)))
+
+    windows = stats.Windows(seen(10, 0), at=100.0)
+    windows.scrape(100.2, seen(11, 0))  # too soon after the first: skipped
+    windows.scrape(105.0, seen(50, 2))
+    windows.scrape(110.0, seen(90, 2))
+    windows.scrape(110.4, seen(95, 5), closing=True)  # the last, however soon
+    assert [round(t, 1) for t, _ in windows.cut] == [5.0, 5.0, 0.4]
+    assert [h.buckets for _, h in windows.cut] == [
+        ((1.0, 40.0), (math.inf, 42.0)),
+        ((1.0, 40.0), (math.inf, 40.0)),
+        ((1.0, 5.0), (math.inf, 8.0)),
+    ]
+    assert windows.whole().buckets == ((1.0, 85.0), (math.inf, 90.0))
+    assert sum(h.count for _, h in windows.cut) == windows.whole().count
+
+
 def test_delta_and_merge_give_one_window_over_several_workers() -> None:
     before = stats.Histogram(((0.1, 5.0), (1.0, 5.0), (math.inf, 5.0)))
     after = stats.Histogram(((0.1, 15.0), (1.0, 25.0), (math.inf, 25.0)))

@@ -389,18 +389,11 @@ class Bench:
         windows between samples, and RSS samples (every 5 s) of the workers and the
         edge."""
         s = self.stack
-        first = self._e2e_histogram()
+        windows = stats.Windows(self._e2e_histogram(), time.monotonic())
         rss: list[dict[str, Any]] = []
-        windows: list[dict[str, Any]] = []
-        latest = [(time.monotonic(), first)]
 
         def sample(last: bool = False) -> None:
-            now, histogram = time.monotonic(), self._e2e_histogram()
-            then, earlier = latest[0]
-            if last or now - then >= 1.0:  # not the sample taken as the load starts
-                latest[0] = (now, histogram)
-                window = stats.histogram_delta(histogram, earlier)
-                windows.append({"seconds": round(now - then, 1)} | _latency(window))
+            windows.scrape(time.monotonic(), self._e2e_histogram(), closing=last)
             rss.append(
                 {
                     "t": round(time.time(), 1),
@@ -426,18 +419,17 @@ class Bench:
         self._wait_applied(max(120.0, seconds))
         sample(last=True)
         self.cpu[name] = self.meter.stop(self._groups()) | {"load": round(result.cpu_s, 2)}
-        phase = stats.histogram_delta(latest[0][1], first)
         figure = {
             "rate_target": rate,
             "identifies_per_request": batch,
             "rate_sent": stats.rate(result.identifies_acked, result.seconds),
             "seconds": result.seconds,
             "errors": result.errors,
-            "e2e_latency_s": _latency(phase),
+            "e2e_latency_s": _latency(windows.whole()),
             # The phase's 5 s windows by the time each identify was applied, the
             # last one running on while the workers finish: whether the slow ones
             # came together or spread through the phase.
-            "e2e_windows": windows,
+            "e2e_windows": [{"seconds": round(t, 1)} | _latency(h) for t, h in windows.cut],
             "request_latency_ms": result.latency_ms,
         }
         return figure, rss
@@ -462,7 +454,7 @@ class Bench:
         self.figures["steady"], _ = self._paced("steady", seconds, rate, SMALL_BATCH)
         self.fresh_topic()
         _say(f"the same rate in requests of {BATCH}, for {seconds:.0f} s")
-        self.figures["steady_end_to_end_requests"], _ = self._paced("steady-500", seconds, rate, BATCH)
+        self.figures["steady_end_to_end_requests"], _ = self._paced(f"steady-{BATCH}", seconds, rate, BATCH)
 
     def soak(self) -> None:
         seconds, rate = self.o.soak_s, self.soak_rate()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from traitstream.exposition import parse_samples
 
@@ -83,6 +83,32 @@ def share_within(bound: float, histogram: Histogram) -> float | None:
         if upper == bound:
             return count / histogram.count
     raise ValueError(f"{bound} is not a bucket bound of the histogram")
+
+
+@dataclass(slots=True)
+class Windows:
+    """A phase's scrapes of one histogram, cut into windows: what was observed
+    between one kept scrape and the next (``cut``: seconds and histogram). A scrape
+    less than ``min_s`` after the last kept one is skipped, such as one taken as the
+    load starts, unless it closes the phase."""
+
+    first: Histogram
+    at: float
+    min_s: float = 1.0
+    latest: Histogram = field(init=False)
+    cut: list[tuple[float, Histogram]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.latest = self.first
+
+    def scrape(self, now: float, histogram: Histogram, closing: bool = False) -> None:
+        if closing or now - self.at >= self.min_s:
+            self.cut.append((now - self.at, histogram_delta(histogram, self.latest)))
+            self.at, self.latest = now, histogram
+
+    def whole(self) -> Histogram:
+        """Everything observed from the first scrape to the last kept one."""
+        return histogram_delta(self.latest, self.first)
 
 
 def histogram_quantile(q: float, histogram: Histogram) -> float | None:
