@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from traitstream.dialects import common, traits
+from traitstream.dialects import common, thrivestack, traits
 from traitstream.errors import RequestError
 from traitstream.events import Op, Operation, set_operations, set_operations_python
 
@@ -197,3 +197,81 @@ def test_set_operations_takes_any_pairs_and_refuses_what_python_refuses() -> Non
             set_operations_python(bad)  # type: ignore[arg-type]
         with pytest.raises(python_error.type):
             set_operations(bad)  # type: ignore[arg-type]
+
+
+# Thrivestack items: each field sometimes absent, null, or of a kind a check refuses.
+_IDS = st.none() | st.sampled_from(["u1", "", "a\x00b", "x" * 255, "x" * 256, 7, ["u"]])
+_NAMES = st.none() | st.sampled_from(["Ada", "  Ada ", "", " ", "\u2003Lovelace\u2003", 3])
+_TRAITS = (
+    st.none()
+    | st.sampled_from(["pro", [1]])
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "first_name": _NAMES,
+            "last_name": _NAMES,
+            "name": st.none() | st.sampled_from(["Countess", 5]),
+            "age": st.none() | st.sampled_from([36, "forty", True]),
+            "company": st.none()
+            | st.sampled_from([{"name": "A"}, {"employee_count": "many"}, "A", {"id": 3}]),
+            "enrichment_phone": st.none() | st.sampled_from([["555"], ["555", 7], "555"]),
+            "plan": _JSON,
+        },
+    )
+)
+_ITEMS = st.fixed_dictionaries(
+    {},
+    optional={
+        "user_id": _IDS,
+        "anonymous_id": _IDS,
+        "message_id": _IDS,
+        "user_traits": _TRAITS,
+        "traits": _TRAITS,
+        "context": st.none() | st.sampled_from(["web", {"ip": "1.2.3.4"}, {"k": "a\x00"}, nested(50)]),
+        "timestamp": st.none()
+        | st.sampled_from(["2024-03-01T10:00:00.000Z", "20-11-23T22:28:55.111Z", "soon", 5]),
+    },
+)
+
+
+def _event_or_error(parse: Any, item: dict[str, Any]) -> Any:
+    try:
+        return parse(item, "identify[0]", 0, ENVELOPE)
+    except RequestError as exc:
+        return f"{exc.status} {exc.message}"
+
+
+ENVELOPE = thrivestack.Envelope("ws", "resp-1", 1_700_000_000_000)
+
+
+@needs_checks
+@settings(max_examples=600)
+@given(item=_ITEMS)
+def test_thrivestack_fields_in_c_give_the_event_the_checks_give(item: dict[str, Any]) -> None:
+    """The compiled read either declines (None) or yields exactly what the checks
+    one by one yield, and it never passes an item that the checks refuse."""
+    checked = _event_or_error(thrivestack._checked_event, item)
+    assert _event_or_error(thrivestack._event, item) == checked
+    if isinstance(checked, str) and "timestamp" not in checked:
+        assert thrivestack._plain_fields(item) is None
+
+
+@needs_checks
+def test_thrivestack_fields_in_c_take_ordinary_identifies() -> None:
+    plain = {
+        "user_id": "u1",
+        "anonymous_id": "dev-1",
+        "message_id": "m-1",
+        "user_traits": {"first_name": " Ada ", "age": 36, "company": {"name": "A", "employee_count": 5}},
+        "traits": {"last_name": "Lovelace", "enrichment_phone": ["555"], "plan": {"tier": [1, None]}},
+        "context": {"ip": "127.0.0.1"},
+        "timestamp": "2024-03-01T10:00:00.000Z",
+    }
+    fields = thrivestack._plain_fields(plain)
+    assert fields is not None
+    user_id, merged, message_id, anonymous_ids, context = fields
+    assert (user_id, message_id, anonymous_ids, context) == ("u1", "m-1", ("dev-1",), {"ip": "127.0.0.1"})
+    assert merged["name"] == "Ada Lovelace" and list(merged)[-1] == "name"
+    assert merged["first_name"] == " Ada "  # only the filled name is stripped
+    event = thrivestack._event(plain, "body", 0, ENVELOPE)
+    assert event == thrivestack._checked_event(plain, "body", 0, ENVELOPE)

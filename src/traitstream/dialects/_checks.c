@@ -18,6 +18,9 @@
  *   serializes nothing (a string's character is at most 6 bytes, ``\u001f``);
  *   False when the bound passes ``limit`` or ``value`` holds what the bound does
  *   not cover, and ``common.json_size`` then measures it.
+ * - ``thrivestack_fields(item, types, string_check, max_id_chars, max_depth)``: the
+ *   fields of a Thrivestack identify (``thrivestack._event``) in one call when every
+ *   check on them passes, else None, and the Python path checks them one by one.
  *
  * The Python functions stay the reference; tests/unit/test_dialect_checks.py
  * compares both on random values (``plainly_small`` against ``json_size``).
@@ -180,9 +183,13 @@ plainly_small(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * without a call. */
 static PyTypeObject *ObjectCheckType;
 static PyObject *FieldsName;
+/* The name a check is given when only its passing matters (``thrivestack_fields``). */
+static PyObject *CheckName;
 
 /* ``inner(value, "where.name[.key]")``: a check in Python, named as the Python loop
- * names it (``key`` may be NULL). 0, or -1 with its error. */
+ * names it (``key`` may be NULL). 1 it passed, -1 it raised. With ``where`` NULL only
+ * passing matters: the check gets a placeholder name, and 0 says it raised (its error
+ * is dropped; the Python path runs it again to raise it). */
 static int
 call_check(PyObject *inner, PyObject *value, PyObject *where, PyObject *name, PyObject *key)
 {
@@ -191,20 +198,28 @@ call_check(PyObject *inner, PyObject *value, PyObject *where, PyObject *name, Py
     Py_INCREF(value);
     Py_INCREF(name);
     Py_XINCREF(key);
-    PyObject *field = key == NULL ? PyUnicode_FromFormat("%S.%S", where, name)
-                                  : PyUnicode_FromFormat("%S.%S.%S", where, name, key);
+    PyObject *field = where == NULL ? Py_NewRef(CheckName)
+                      : key == NULL ? PyUnicode_FromFormat("%S.%S", where, name)
+                                    : PyUnicode_FromFormat("%S.%S.%S", where, name, key);
     PyObject *done = field == NULL ? NULL : PyObject_CallFunctionObjArgs(inner, value, field, NULL);
     Py_XDECREF(field);
     Py_DECREF(inner);
     Py_DECREF(value);
     Py_DECREF(name);
     Py_XDECREF(key);
-    Py_XDECREF(done);
-    return done == NULL ? -1 : 0;
+    if (done != NULL) {
+        Py_DECREF(done);
+        return 1;
+    }
+    if (where == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
 }
 
 /* ``ObjectCheck.__call__`` for a dict ``value``: each field of ``check.fields`` that
- * is present and not null, by its own check. 0, or -1 with the error. */
+ * is present and not null, by its own check. 1, 0 or -1 as ``call_check``. */
 static int
 check_fields(PyObject *value, PyObject *check, PyObject *where, PyObject *name, PyObject *string_check)
 {
@@ -212,51 +227,33 @@ check_fields(PyObject *value, PyObject *check, PyObject *where, PyObject *name, 
     if (fields == NULL) {
         return -1;
     }
-    int failed = 0;
+    int passed = 1;
     if (!PyDict_CheckExact(fields)) {
-        failed = call_check(check, value, where, name, NULL); /* not as built: its own call */
+        passed = call_check(check, value, where, name, NULL); /* not as built: its own call */
         Py_DECREF(fields);
-        return failed;
+        return passed;
     }
     Py_ssize_t pos = 0;
     PyObject *key, *inner;
-    while (!failed && PyDict_Next(fields, &pos, &key, &inner)) {
+    while (passed == 1 && PyDict_Next(fields, &pos, &key, &inner)) {
         PyObject *item = PyDict_GetItemWithError(value, key); /* borrowed */
         if (item == NULL) {
-            failed = PyErr_Occurred() != NULL ? -1 : 0;
+            passed = PyErr_Occurred() != NULL ? -1 : 1;
             continue;
         }
         if (item == Py_None || (inner == string_check && PyUnicode_CheckExact(item))) {
             continue;
         }
-        failed = call_check(inner, item, where, name, key);
+        passed = call_check(inner, item, where, name, key);
     }
     Py_DECREF(fields);
-    return failed;
+    return passed;
 }
 
-static PyObject *
-bind(PyObject *module, PyObject *type)
+/* The loop of ``traits.check_typed``: 1, 0 or -1 as ``call_check``. */
+static int
+typed(PyObject *traits, PyObject *where, PyObject *types, PyObject *string_check)
 {
-    if (!PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "bind(ObjectCheck): a class");
-        return NULL;
-    }
-    if (FieldsName == NULL && (FieldsName = PyUnicode_InternFromString("fields")) == NULL) {
-        return NULL;
-    }
-    Py_XSETREF(ObjectCheckType, (PyTypeObject *)Py_NewRef(type));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "check_typed(traits: dict, where, types: dict, string_check)");
-        return NULL;
-    }
-    PyObject *traits = args[0], *where = args[1], *types = args[2], *string_check = args[3];
     Py_ssize_t pos = 0;
     PyObject *name, *value;
     while (PyDict_Next(traits, &pos, &name, &value)) {
@@ -266,24 +263,211 @@ check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *check = PyDict_GetItemWithError(types, name); /* borrowed */
         if (check == NULL) {
             if (PyErr_Occurred()) {
-                return NULL;
+                return -1;
             }
             continue;
         }
         if (check == string_check && PyUnicode_CheckExact(value)) {
             continue; /* most typed traits are strings */
         }
-        if (ObjectCheckType != NULL && Py_TYPE(check) == ObjectCheckType && PyDict_CheckExact(value)) {
-            if (check_fields(value, check, where, name, string_check) < 0) {
-                return NULL;
-            }
-            continue;
-        }
-        if (call_check(check, value, where, name, NULL) < 0) {
-            return NULL;
+        int passed = ObjectCheckType != NULL && Py_TYPE(check) == ObjectCheckType && PyDict_CheckExact(value)
+                         ? check_fields(value, check, where, name, string_check)
+                         : call_check(check, value, where, name, NULL);
+        if (passed != 1) {
+            return passed;
         }
     }
+    return 1;
+}
+
+static PyObject *
+bind(PyObject *module, PyObject *type)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "bind(ObjectCheck): a class");
+        return NULL;
+    }
+    Py_XSETREF(ObjectCheckType, (PyTypeObject *)Py_NewRef(type));
     Py_RETURN_NONE;
+}
+
+static PyObject *
+check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[2]) || args[1] == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "check_typed(traits: dict, where: str, types: dict, string_check)");
+        return NULL;
+    }
+    if (typed(args[0], args[1], args[2], args[3]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* thrivestack_fields: the fields of one Thrivestack identify, read in one call when
+ * every check would pass, for ``thrivestack._event``. Anything else (a wrong type, an
+ * id out of bounds, a value to walk, a typed trait that fails its check) answers
+ * None, and the Python path reads the item again and names what is wrong. So this
+ * never decides an error; it only proves there is none. */
+
+static PyObject *KeyUserId, *KeyUserTraits, *KeyTraits, *KeyMessageId, *KeyAnonymousId, *KeyContext;
+static PyObject *KeyName, *KeyFirstName, *KeyLastName, *StripName;
+
+/* ``item[key]`` where ``optional_id`` passes it at once: 1 with ``*out`` (borrowed;
+ * NULL when absent or null), 0 when not, -1 on error. */
+static int
+plain_id(PyObject *item, PyObject *key, Py_ssize_t max_chars, PyObject **out)
+{
+    PyObject *value = PyDict_GetItemWithError(item, key);
+    *out = NULL;
+    if (value == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    if (value == Py_None) {
+        return 1;
+    }
+    if (!PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0 ||
+        PyUnicode_GET_LENGTH(value) > max_chars) {
+        return 0;
+    }
+    int nul = has_nul(value);
+    if (nul != 0) {
+        return nul < 0 ? -1 : 0;
+    }
+    *out = value;
+    return 1;
+}
+
+/* ``item[key]`` where ``optional_object`` passes it without a walk in Python: 1 with
+ * ``*out`` (borrowed; NULL when absent or null), 0 when not, -1 on error. */
+static int
+plain_object(PyObject *item, PyObject *key, Py_ssize_t max_depth, PyObject **out)
+{
+    PyObject *value = PyDict_GetItemWithError(item, key);
+    *out = NULL;
+    if (value == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    if (value == Py_None) {
+        return 1;
+    }
+    if (!PyDict_CheckExact(value)) {
+        return 0;
+    }
+    int fine = plain(value, 1, max_depth);
+    if (fine == 1) {
+        *out = value;
+    }
+    return fine;
+}
+
+/* ``value.strip()`` of a str, else "" (a new reference; NULL on error). */
+static PyObject *
+stripped(PyObject *value)
+{
+    if (value == NULL || !PyUnicode_Check(value)) {
+        return PyUnicode_New(0, 0);
+    }
+    return PyObject_CallMethodNoArgs(value, StripName);
+}
+
+/* ``common.fill_name``: 0, or -1 with the error. */
+static int
+fill_name(PyObject *traits)
+{
+    PyObject *name = PyDict_GetItemWithError(traits, KeyName);
+    if (name != NULL && name != Py_None) {
+        return 0;
+    }
+    if (name == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *given = PyDict_GetItemWithError(traits, KeyFirstName); /* borrowed, both */
+    if (given == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *family = PyDict_GetItemWithError(traits, KeyLastName);
+    if (family == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    given = stripped(given);
+    family = given == NULL ? NULL : stripped(family);
+    int failed = family == NULL;
+    if (!failed && (PyUnicode_GET_LENGTH(given) > 0 || PyUnicode_GET_LENGTH(family) > 0)) {
+        PyObject *full = PyUnicode_GET_LENGTH(given) == 0    ? Py_NewRef(family)
+                         : PyUnicode_GET_LENGTH(family) == 0 ? Py_NewRef(given)
+                                                             : PyUnicode_FromFormat("%U %U", given, family);
+        failed = full == NULL || PyDict_SetItem(traits, KeyName, full) < 0;
+        Py_XDECREF(full);
+    }
+    Py_XDECREF(given);
+    Py_XDECREF(family);
+    return failed ? -1 : 0;
+}
+
+static PyObject *
+thrivestack_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "thrivestack_fields(item, types: dict, string_check, max_id_chars, max_depth)");
+        return NULL;
+    }
+    PyObject *item = args[0], *types = args[1], *string_check = args[2];
+    Py_ssize_t max_id = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t max_depth = max_id == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(item)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *user_id, *user_traits, *plain_traits, *message_id, *anonymous_id, *context;
+    int fine = plain_id(item, KeyUserId, max_id, &user_id);
+    if (fine == 1 && user_id == NULL) {
+        fine = 0; /* required */
+    }
+    if (fine == 1) {
+        fine = plain_object(item, KeyUserTraits, max_depth, &user_traits);
+    }
+    if (fine == 1) {
+        fine = plain_object(item, KeyTraits, max_depth, &plain_traits);
+    }
+    if (fine == 1) {
+        fine = plain_id(item, KeyMessageId, max_id, &message_id);
+    }
+    if (fine == 1) {
+        fine = plain_id(item, KeyAnonymousId, max_id, &anonymous_id);
+    }
+    if (fine == 1) {
+        fine = plain_object(item, KeyContext, max_depth, &context);
+    }
+    if (fine == 1 && user_traits != NULL) {
+        fine = typed(user_traits, NULL, types, string_check);
+    }
+    if (fine == 1 && plain_traits != NULL) {
+        fine = typed(plain_traits, NULL, types, string_check);
+    }
+    if (fine != 1) {
+        if (fine < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *traits = PyDict_New();
+    if (traits == NULL || (user_traits != NULL && PyDict_Update(traits, user_traits) < 0) ||
+        (plain_traits != NULL && PyDict_Update(traits, plain_traits) < 0) || fill_name(traits) < 0) {
+        Py_XDECREF(traits);
+        return NULL;
+    }
+    PyObject *anonymous_ids = anonymous_id == NULL ? PyTuple_New(0) : PyTuple_Pack(1, anonymous_id);
+    if (anonymous_ids == NULL) {
+        Py_DECREF(traits);
+        return NULL;
+    }
+    return Py_BuildValue("(ONONO)", user_id, traits, message_id == NULL ? Py_None : message_id, anonymous_ids,
+                         context == NULL ? Py_None : context);
 }
 
 static PyMethodDef methods[] = {
@@ -293,6 +477,9 @@ static PyMethodDef methods[] = {
      "plainly_small(value, limit): True when value's compact JSON is surely at most limit bytes."},
     {"check_typed", (PyCFunction)(void (*)(void))check_typed, METH_FASTCALL,
      "check_typed(traits, where, types, string_check): traits.check_typed's loop."},
+    {"thrivestack_fields", (PyCFunction)(void (*)(void))thrivestack_fields, METH_FASTCALL,
+     "thrivestack_fields(item, types, string_check, max_id_chars, max_depth): "
+     "(user_id, traits, message_id, anonymous_ids, context) when every check passes, else None."},
     {"bind", bind, METH_O, "bind(ObjectCheck): object traits' fields are checked in C from then on."},
     {NULL, NULL, 0, NULL},
 };
@@ -302,8 +489,23 @@ static struct PyModuleDef module = {
     "The dialects' per-identify loops in C (see dialects/common.py and dialects/traits.py).", -1, methods,
 };
 
+static int
+intern(PyObject **slot, const char *text)
+{
+    *slot = PyUnicode_InternFromString(text);
+    return *slot == NULL ? -1 : 0;
+}
+
 PyMODINIT_FUNC
 PyInit__checks(void)
 {
+    if (intern(&KeyUserId, "user_id") < 0 || intern(&KeyUserTraits, "user_traits") < 0 ||
+        intern(&KeyTraits, "traits") < 0 || intern(&KeyMessageId, "message_id") < 0 ||
+        intern(&KeyAnonymousId, "anonymous_id") < 0 || intern(&KeyContext, "context") < 0 ||
+        intern(&KeyName, "name") < 0 || intern(&KeyFirstName, "first_name") < 0 ||
+        intern(&KeyLastName, "last_name") < 0 || intern(&StripName, "strip") < 0 ||
+        intern(&CheckName, "trait") < 0 || intern(&FieldsName, "fields") < 0) {
+        return NULL;
+    }
     return PyModule_Create(&module);
 }

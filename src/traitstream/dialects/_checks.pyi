@@ -14,3 +14,11 @@ def check_typed(
     /,
 ) -> None: ...
 def bind(object_check: type, /) -> None: ...
+def thrivestack_fields(
+    item: dict[str, Any],
+    types: dict[str, Callable[[Any, str], None]],
+    string_check: Callable[[Any, str], None],
+    max_id_chars: int,
+    max_depth: int,
+    /,
+) -> tuple[str, dict[str, Any], str | None, tuple[str, ...], dict[str, Any] | None] | None: ...

@@ -35,6 +35,10 @@ def _number(value: JSON, name: str) -> None:
         raise _fail(name, "a number", value)
 
 
+STRING: Check = _string
+"""The check of a string trait: the compiled loops pass a string to it without a call."""
+
+
 def _string_or_number(value: JSON, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _fail(name, "a string or a number", value)
