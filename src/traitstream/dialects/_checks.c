@@ -314,18 +314,28 @@ check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *KeyUserId, *KeyUserTraits, *KeyTraits, *KeyMessageId, *KeyAnonymousId, *KeyContext;
 static PyObject *KeyName, *KeyFirstName, *KeyLastName, *StripName;
 
+/* ``item.get(key)`` when not null: 1 with ``*value`` (borrowed), 0 when absent or
+ * null, -1 on error. */
+static int
+present(PyObject *item, PyObject *key, PyObject **value)
+{
+    *value = PyDict_GetItemWithError(item, key);
+    if (*value == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return *value != Py_None;
+}
+
 /* ``item[key]`` where ``optional_id`` passes it at once: 1 with ``*out`` (borrowed;
  * NULL when absent or null), 0 when not, -1 on error. */
 static int
 plain_id(PyObject *item, PyObject *key, Py_ssize_t max_chars, PyObject **out)
 {
-    PyObject *value = PyDict_GetItemWithError(item, key);
+    PyObject *value;
+    int found = present(item, key, &value);
     *out = NULL;
-    if (value == NULL) {
-        return PyErr_Occurred() ? -1 : 1;
-    }
-    if (value == Py_None) {
-        return 1;
+    if (found != 1) {
+        return found < 0 ? -1 : 1;
     }
     if (!PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0 ||
         PyUnicode_GET_LENGTH(value) > max_chars) {
@@ -344,13 +354,11 @@ plain_id(PyObject *item, PyObject *key, Py_ssize_t max_chars, PyObject **out)
 static int
 plain_object(PyObject *item, PyObject *key, Py_ssize_t max_depth, PyObject **out)
 {
-    PyObject *value = PyDict_GetItemWithError(item, key);
+    PyObject *value;
+    int found = present(item, key, &value);
     *out = NULL;
-    if (value == NULL) {
-        return PyErr_Occurred() ? -1 : 1;
-    }
-    if (value == Py_None) {
-        return 1;
+    if (found != 1) {
+        return found < 0 ? -1 : 1;
     }
     if (!PyDict_CheckExact(value)) {
         return 0;
