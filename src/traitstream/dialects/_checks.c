@@ -314,56 +314,32 @@ check_typed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *KeyUserId, *KeyUserTraits, *KeyTraits, *KeyMessageId, *KeyAnonymousId, *KeyContext;
 static PyObject *KeyName, *KeyFirstName, *KeyLastName, *StripName;
 
-/* ``item.get(key)`` when not null: 1 with ``*value`` (borrowed), 0 when absent or
- * null, -1 on error. */
-static int
-present(PyObject *item, PyObject *key, PyObject **value)
-{
-    *value = PyDict_GetItemWithError(item, key);
-    if (*value == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    return *value != Py_None;
-}
+enum field_kind { ID, OBJECT };
 
-/* ``item[key]`` where ``optional_id`` passes it at once: 1 with ``*out`` (borrowed;
- * NULL when absent or null), 0 when not, -1 on error. */
-static int
-plain_id(PyObject *item, PyObject *key, Py_ssize_t max_chars, PyObject **out)
-{
-    PyObject *value;
-    int found = present(item, key, &value);
-    *out = NULL;
-    if (found != 1) {
-        return found < 0 ? -1 : 1;
-    }
-    if (!PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0 ||
-        PyUnicode_GET_LENGTH(value) > max_chars) {
-        return 0;
-    }
-    int nul = has_nul(value);
-    if (nul != 0) {
-        return nul < 0 ? -1 : 0;
-    }
-    *out = value;
-    return 1;
-}
-
-/* ``item[key]`` where ``optional_object`` passes it without a walk in Python: 1 with
+/* ``item[key]`` where the Python read passes it without more: an id as ``optional_id``
+ * takes it (a str of 1 to ``limit`` characters, no U+0000), or an object as
+ * ``optional_object`` takes it (nothing nested past ``limit``, see ``plain``). 1 with
  * ``*out`` (borrowed; NULL when absent or null), 0 when not, -1 on error. */
 static int
-plain_object(PyObject *item, PyObject *key, Py_ssize_t max_depth, PyObject **out)
+plain_field(PyObject *item, PyObject *key, enum field_kind kind, Py_ssize_t limit, PyObject **out)
 {
-    PyObject *value;
-    int found = present(item, key, &value);
+    PyObject *value = PyDict_GetItemWithError(item, key);
     *out = NULL;
-    if (found != 1) {
-        return found < 0 ? -1 : 1;
+    if (value == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
     }
-    if (!PyDict_CheckExact(value)) {
-        return 0;
+    if (value == Py_None) {
+        return 1;
     }
-    int fine = plain(value, 1, max_depth);
+    int fine = 0;
+    if (kind == ID && PyUnicode_CheckExact(value) && PyUnicode_GET_LENGTH(value) > 0 &&
+        PyUnicode_GET_LENGTH(value) <= limit) {
+        int nul = has_nul(value);
+        fine = nul < 0 ? -1 : !nul;
+    }
+    else if (kind == OBJECT && PyDict_CheckExact(value)) {
+        fine = plain(value, 1, limit);
+    }
     if (fine == 1) {
         *out = value;
     }
@@ -432,24 +408,24 @@ thrivestack_fields(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     PyObject *user_id, *user_traits, *plain_traits, *message_id, *anonymous_id, *context;
-    int fine = plain_id(item, KeyUserId, max_id, &user_id);
+    int fine = plain_field(item, KeyUserId, ID, max_id, &user_id);
     if (fine == 1 && user_id == NULL) {
         fine = 0; /* required */
     }
     if (fine == 1) {
-        fine = plain_object(item, KeyUserTraits, max_depth, &user_traits);
+        fine = plain_field(item, KeyUserTraits, OBJECT, max_depth, &user_traits);
     }
     if (fine == 1) {
-        fine = plain_object(item, KeyTraits, max_depth, &plain_traits);
+        fine = plain_field(item, KeyTraits, OBJECT, max_depth, &plain_traits);
     }
     if (fine == 1) {
-        fine = plain_id(item, KeyMessageId, max_id, &message_id);
+        fine = plain_field(item, KeyMessageId, ID, max_id, &message_id);
     }
     if (fine == 1) {
-        fine = plain_id(item, KeyAnonymousId, max_id, &anonymous_id);
+        fine = plain_field(item, KeyAnonymousId, ID, max_id, &anonymous_id);
     }
     if (fine == 1) {
-        fine = plain_object(item, KeyContext, max_depth, &context);
+        fine = plain_field(item, KeyContext, OBJECT, max_depth, &context);
     }
     if (fine == 1 && user_traits != NULL) {
         fine = typed(user_traits, NULL, types, string_check);
