@@ -275,3 +275,20 @@ def test_thrivestack_fields_in_c_take_ordinary_identifies() -> None:
     assert merged["first_name"] == " Ada "  # only the filled name is stripped
     event = thrivestack._event(plain, "body", 0, ENVELOPE)
     assert event == thrivestack._checked_event(plain, "body", 0, ENVELOPE)
+
+
+@needs_checks
+def test_thrivestack_fields_in_c_decline_on_a_failed_check_but_let_interrupts_through() -> None:
+    assert _checks is not None
+
+    def refuses(value: Any, name: str) -> None:
+        raise ValueError(name)
+
+    def interrupted(value: Any, name: str) -> None:
+        raise KeyboardInterrupt
+
+    item = {"user_id": "u1", "traits": {"custom": 1}}
+    refusing = traits.TYPED | {"custom": refuses}
+    assert _checks.thrivestack_fields(item, refusing, traits.STRING, 255, 40) is None
+    with pytest.raises(KeyboardInterrupt):
+        _checks.thrivestack_fields(item, traits.TYPED | {"custom": interrupted}, traits.STRING, 255, 40)

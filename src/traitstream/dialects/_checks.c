@@ -188,8 +188,8 @@ static PyObject *CheckName;
 
 /* ``inner(value, "where.name[.key]")``: a check in Python, named as the Python loop
  * names it (``key`` may be NULL). 1 it passed, -1 it raised. With ``where`` NULL only
- * passing matters: the check gets a placeholder name, and 0 says it raised (its error
- * is dropped; the Python path runs it again to raise it). */
+ * passing matters: the check gets a placeholder name, and 0 says it raised an
+ * Exception (dropped: the Python path runs the check again to raise it). */
 static int
 call_check(PyObject *inner, PyObject *value, PyObject *where, PyObject *name, PyObject *key)
 {
@@ -211,8 +211,8 @@ call_check(PyObject *inner, PyObject *value, PyObject *where, PyObject *name, Py
         Py_DECREF(done);
         return 1;
     }
-    if (where == NULL) {
-        PyErr_Clear();
+    if (where == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear(); /* not KeyboardInterrupt and the like: those go on up */
         return 0;
     }
     return -1;
