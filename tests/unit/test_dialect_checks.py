@@ -234,14 +234,14 @@ _ITEMS = st.fixed_dictionaries(
 )
 
 
+ENVELOPE = common.Envelope("ws", "resp-1", 1_700_000_000_000)
+
+
 def _event_or_error(parse: Any, item: dict[str, Any]) -> Any:
     try:
         return parse(item, "identify[0]", 0, ENVELOPE)
     except RequestError as exc:
         return f"{exc.status} {exc.message}"
-
-
-ENVELOPE = thrivestack.Envelope("ws", "resp-1", 1_700_000_000_000)
 
 
 @needs_checks
