@@ -237,23 +237,42 @@ _ITEMS = st.fixed_dictionaries(
 ENVELOPE = common.Envelope("ws", "resp-1", 1_700_000_000_000)
 
 
-def _event_or_error(parse: Any, item: dict[str, Any]) -> Any:
+def _outcome(read: Any, item: dict[str, Any]) -> Any:
     try:
-        return parse(item, "identify[0]", 0, ENVELOPE)
+        return read(item, "identify[0]")
     except RequestError as exc:
         return f"{exc.status} {exc.message}"
+
+
+def _event(item: dict[str, Any], where: str) -> Any:
+    return thrivestack._event(item, where, 0, ENVELOPE)
 
 
 @needs_checks
 @settings(max_examples=600)
 @given(item=_ITEMS)
-def test_thrivestack_fields_in_c_give_the_event_the_checks_give(item: dict[str, Any]) -> None:
-    """The compiled read either declines (None) or yields exactly what the checks
-    one by one yield, and it never passes an item that the checks refuse."""
-    checked = _event_or_error(thrivestack._checked_event, item)
-    assert _event_or_error(thrivestack._event, item) == checked
-    if isinstance(checked, str) and "timestamp" not in checked:
-        assert thrivestack._plain_fields(item) is None
+def test_thrivestack_fields_in_c_give_the_fields_the_checks_give(item: dict[str, Any]) -> None:
+    """The compiled read either declines (None) or yields exactly the fields the
+    checks one by one yield, and it never passes an item that the checks refuse;
+    the event refuses what the checks refuse, with their words."""
+    checked = _outcome(thrivestack._checked_fields, item)
+    plain = thrivestack._plain_fields(item)
+    event = _outcome(_event, item)
+    if isinstance(checked, str):
+        assert event == checked
+        if "timestamp" not in checked:
+            assert plain is None
+    else:
+        fields, created_ms = checked
+        assert plain is None or plain == fields
+        assert event.profile_created_at_ms == created_ms
+        assert (event.user_id, event.dedupe_key, event.anonymous_ids, event.context) == (
+            fields[0],
+            fields[2],
+            fields[3],
+            fields[4],
+        )
+        assert event.operations == set_operations(fields[1].items())
 
 
 @needs_checks
@@ -273,8 +292,7 @@ def test_thrivestack_fields_in_c_take_ordinary_identifies() -> None:
     assert (user_id, message_id, anonymous_ids, context) == ("u1", "m-1", ("dev-1",), {"ip": "127.0.0.1"})
     assert merged["name"] == "Ada Lovelace" and list(merged)[-1] == "name"
     assert merged["first_name"] == " Ada "  # only the filled name is stripped
-    event = thrivestack._event(plain, "body", 0, ENVELOPE)
-    assert event == thrivestack._checked_event(plain, "body", 0, ENVELOPE)
+    assert fields == thrivestack._checked_fields(plain, "body")[0]
 
 
 @needs_checks

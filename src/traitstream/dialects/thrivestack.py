@@ -58,18 +58,36 @@ def _traits(item: dict[str, Any], where: str) -> dict[str, Any]:
 def _plain_fields(item: dict[str, Any]) -> Fields | None:
     """The item's fields when every check on them passes, read in one C call
     (``_checks.c``); None when one might not, or without the extension, and then
-    ``_checked_event`` runs the checks one by one and names what is wrong."""
+    ``_checked_fields`` runs the checks one by one and names what is wrong."""
     if _checks is None:
         return None
     return _checks.thrivestack_fields(item, TYPED, STRING, MAX_ID_CHARS, MAX_DEPTH)
 
 
+def _checked_fields(item: dict[str, Any], where: str) -> tuple[Fields, int | None]:
+    """The fields and the creation time, one check at a time, so that the first
+    that fails names itself."""
+    user_id = required_id(item, "user_id", where)
+    traits = _traits(item, where)
+    message_id = optional_id(item, "message_id", where)
+    anonymous_id = optional_id(item, "anonymous_id", where)
+    created_ms = _created_ms(item, where)
+    context = optional_object(item, "context", where)
+    return (user_id, traits, message_id, (anonymous_id,) if anonymous_id else (), context), created_ms
+
+
+def _created_ms(item: dict[str, Any], where: str) -> int | None:
+    created = item.get("timestamp")
+    return None if created is None else parse_time_ms(created, f"{where}.timestamp")
+
+
 def _event(item: dict[str, Any], where: str, index: int, envelope: Envelope) -> IdentifyEvent:
     fields = _plain_fields(item)
     if fields is None:
-        return _checked_event(item, where, index, envelope)
+        fields, created_ms = _checked_fields(item, where)
+    else:
+        created_ms = _created_ms(item, where)
     user_id, traits, message_id, anonymous_ids, context = fields
-    created = item.get("timestamp")
     received = envelope.received_time_ms
     # Positional, in the fields' order: the keyword form costs a Python call, per identify.
     return IdentifyEvent(
@@ -81,30 +99,8 @@ def _event(item: dict[str, Any], where: str, index: int, envelope: Envelope) -> 
         envelope.response_id,
         index,
         anonymous_ids,
-        None if created is None else parse_time_ms(created, f"{where}.timestamp"),
+        created_ms,
         message_id,
         context,
         set_operations(traits.items()),
-    )
-
-
-def _checked_event(item: dict[str, Any], where: str, index: int, envelope: Envelope) -> IdentifyEvent:
-    """``_event`` one check at a time, so that the first that fails names itself."""
-    user_id = required_id(item, "user_id", where)
-    traits = _traits(item, where)
-    created = item.get("timestamp")
-    message_id = optional_id(item, "message_id", where)
-    return IdentifyEvent(
-        workspace_id=envelope.workspace_id,
-        user_id=user_id,
-        anonymous_ids=tuple(a for a in [optional_id(item, "anonymous_id", where)] if a),
-        dialect=DIALECT,
-        event_time_ms=envelope.received_time_ms,
-        received_time_ms=envelope.received_time_ms,
-        profile_created_at_ms=None if created is None else parse_time_ms(created, f"{where}.timestamp"),
-        response_id=envelope.response_id,
-        event_index=index,
-        dedupe_key=message_id,
-        context=optional_object(item, "context", where),
-        operations=set_operations(traits.items()),
     )
