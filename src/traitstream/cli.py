@@ -92,7 +92,7 @@ def _worker(args: argparse.Namespace) -> int:
     from traitstream.metrics import WorkerMetrics
     from traitstream.store.database import wait_for_migrations
     from traitstream.store.profiles import ProfileStore
-    from traitstream.worker.consumer import Worker, consumer_config
+    from traitstream.worker.consumer import Worker, consumer_config, incremental
     from traitstream.worker.dedupe import RedisDeduper
     from traitstream.worker.dlq import DeadLetters
 
@@ -107,7 +107,7 @@ def _worker(args: argparse.Namespace) -> int:
                 settings.kafka_bootstrap,
                 settings.group_id,
                 settings.session_timeout_ms,
-                settings.fetch_pause_ms,
+                settings.group_protocol,
             )
         ),
         AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
@@ -119,10 +119,11 @@ def _worker(args: argparse.Namespace) -> int:
         metrics,
         batch_size=settings.batch_size,
         batch_wait_s=settings.batch_wait_s,
+        incremental=incremental(settings.group_protocol),
     )
     log.info(
         "worker settings",
-        extra={"batch_size": settings.batch_size, "fetch_pause_ms": settings.fetch_pause_ms},
+        extra={"batch_size": settings.batch_size, "group_protocol": settings.group_protocol},
     )
     worker.install_signal_handlers()
     tune_gc()

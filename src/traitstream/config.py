@@ -6,6 +6,8 @@ connects to anything.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -53,21 +55,28 @@ class WorkerSettings(CommonSettings):
     batch_size: int = Field(2000, description="most records merged in one database transaction")
     batch_wait_s: float = Field(0.05, description="longest wait to fill a batch")
     dedupe_ttl_s: int = Field(86_400, description="seconds a dedupe key is kept in Redis")
-    session_timeout_ms: int = Field(10_000, description="Kafka consumer session timeout")
+    session_timeout_ms: int = Field(
+        10_000,
+        description="consumer session timeout of the classic protocols (on the consumer protocol "
+        "the broker's group.consumer.session.timeout.ms rules)",
+    )
     partitions: int = Field(12, description="partition count used when the topic is created")
-    fetch_pause_ms: int = Field(
-        0,
-        ge=0,
-        le=300_000,  # librdkafka's bound for fetch.queue.backoff.ms
-        description="above 0: fetch a partition again only once every fetched record is taken, "
-        "pausing this many ms while not, for brokers that do not hold a fetch for fetch.min.bytes "
-        "(the bundled broker; traitstream dev and bench use 200 with it); 0: off",
+    group_protocol: Literal["consumer", "cooperative-sticky", "eager"] = Field(
+        "consumer",
+        description="how the group hands partitions out: consumer (KIP-848, the broker assigns "
+        "and moves only the partitions that change owner), cooperative-sticky (the classic "
+        "protocol, incrementally), or eager (the classic protocol, every member stops at a rebalance)",
     )
 
 
 class DevSettings(EdgeSettings, WorkerSettings):
     dev_api_key: str | None = Field(None, description="API key registered in workspace dev")
     workers: int = Field(2, description="worker processes to run")
+    data_dir: str = Field(
+        "~/.local/share/traitstream",
+        description="where the local Apache Kafka started when nothing answers at the bootstrap "
+        "address keeps its log",
+    )
     # Locally a worker that dies should hand its partitions over in seconds, and a
     # fresh group forms faster too (brokers hold a join for part of this timeout).
     session_timeout_ms: int = Field(6_000, description="Kafka consumer session timeout")

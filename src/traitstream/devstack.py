@@ -1,15 +1,14 @@
 """``traitstream dev``: the whole pipeline on one machine, supervised.
 
-Starts the bundled broker when nothing answers at the bootstrap address, applies
-migrations, creates the topics, registers the dev key, then runs the edge and the
-workers as child processes. A child that dies is restarted; SIGTERM or SIGINT
-stops every child (and the broker it started), waiting for each to exit.
+Starts a single-node Apache Kafka (``localkafka``) when nothing answers at the
+bootstrap address, with its log kept under ``--data-dir``; applies migrations,
+creates the topics, registers the dev key, then runs the edge and the workers as
+child processes. A child that dies is restarted; SIGTERM or SIGINT stops every
+child, then the broker it started, waiting for each to exit.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import signal
 import subprocess
@@ -17,26 +16,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import psycopg
 
-from traitstream import broker, kafka_admin, processes
+from traitstream import kafka_admin, processes
 from traitstream.config import DevSettings
 from traitstream.exposition import metric_total
+from traitstream.localkafka import KafkaUnavailable, LocalKafka
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in each child before exec: the kernel sends it SIGTERM when we die, even by kill -9."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
 
 @dataclass(slots=True)
 class Child:
@@ -48,7 +40,7 @@ class Child:
     started_at: float = field(default=0.0)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(self.argv, env=self.env, preexec_fn=processes.die_with_parent)
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
@@ -77,7 +69,7 @@ class DevStack:
     def __init__(self, settings: DevSettings) -> None:
         self.settings = settings
         self.children: list[Child] = []
-        self.broker: subprocess.Popen[bytes] | None = None
+        self.broker: LocalKafka | None = None
         self.api_key = settings.dev_api_key or keys.new_secret("dev_")
         self._stopping = threading.Event()
 
@@ -86,8 +78,7 @@ class DevStack:
         if kafka_admin.reachable(s.kafka_bootstrap):
             log.info("using the broker at %s", s.kafka_bootstrap)
         else:
-            log.info("nothing answers at %s: starting the bundled broker", s.kafka_bootstrap)
-            self.broker = broker.start(s.kafka_bootstrap)
+            self.broker = start_local_kafka(s.kafka_bootstrap, Path(s.data_dir).expanduser() / "kafka")
         migrate(s.database_url)
         kafka_admin.ensure_topics(s.kafka_bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
         with psycopg.connect(s.database_url, autocommit=True) as conn:
@@ -97,14 +88,8 @@ class DevStack:
         s = self.settings
         exe = [sys.executable, "-m", "traitstream"]
         self.children.append(Child("edge", [*exe, "edge"], _child_env(s)))
-        configured = s.fetch_pause_ms if "fetch_pause_ms" in s.model_fields_set else None
-        pause = broker.worker_fetch_pause_ms(configured, bundled=self.broker is not None)
         for index in range(s.workers):
-            env = _child_env(
-                s,
-                TRAITSTREAM_METRICS_PORT=str(s.metrics_port + index),
-                TRAITSTREAM_FETCH_PAUSE_MS=str(pause),
-            )
+            env = _child_env(s, TRAITSTREAM_METRICS_PORT=str(s.metrics_port + index))
             self.children.append(Child(f"worker-{index + 1}", [*exe, "worker"], env))
         for child in self.children:
             child.start()
@@ -157,8 +142,21 @@ class DevStack:
             if killed:
                 log.warning("%s did not stop in time; it was killed", child.name)
         if self.broker is not None:
-            processes.stop(self.broker, 5)
+            self.broker.stop(grace_s=30)
         log.info("every process stopped")
+
+
+def start_local_kafka(bootstrap: str, data_dir: Path) -> LocalKafka:
+    """A single-node Apache Kafka listening where ``bootstrap`` points, which must be
+    an address of this machine; its log is kept in ``data_dir`` across runs."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        raise KafkaUnavailable(
+            f"nothing answers at {bootstrap}, and a local Apache Kafka can only be started on "
+            "127.0.0.1: start that broker, or leave TRAITSTREAM_KAFKA_BOOTSTRAP at 127.0.0.1:<port>"
+        )
+    log.info("nothing answers at %s: starting Apache Kafka there (data in %s)", bootstrap, data_dir)
+    return LocalKafka(1, data_dir=data_dir, port=int(port)).start()
 
 
 def _assigned(metrics_urls: list[str]) -> bool:
@@ -175,7 +173,11 @@ def run(settings: DevSettings) -> int:
     signal.signal(signal.SIGTERM, stack.stop)
     signal.signal(signal.SIGINT, stack.stop)
     try:
-        stack.prepare()
+        try:
+            stack.prepare()
+        except KafkaUnavailable as exc:
+            log.error("%s", exc)
+            return 1
         stack.spawn()
         if not stack.wait_ready():
             if not stack._stopping.is_set():

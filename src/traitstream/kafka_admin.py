@@ -22,16 +22,25 @@ def reachable(bootstrap: str, timeout: float = 1.0) -> bool:
 
 
 def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0) -> None:
-    """Create each topic (name → partitions) that does not exist yet."""
+    """Create each topic (name → partitions) that does not exist yet, replicated as
+    production wants: on three brokers or more, three replicas of which two must
+    acknowledge a write (``min.insync.replicas=2``, with the producers' ``acks=all``);
+    on fewer, as many as there are brokers."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = admin.list_topics(timeout=timeout).topics
-    wanted = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
+    metadata = admin.list_topics(timeout=timeout)
+    replicas = max(1, min(3, len(metadata.brokers)))
+    config = {"min.insync.replicas": str(min(2, replicas))}
+    wanted = [
+        NewTopic(name, partitions, replicas, config=config)
+        for name, partitions in topics.items()
+        if name not in metadata.topics
+    ]
     if not wanted:
         return
     for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result()
-            log.info("created topic %s", name)
+            log.info("created topic %s", name, extra={"replicas": replicas, "partitions": topics[name]})
         except KafkaException as exc:
             if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another process won the race
                 raise

@@ -5,6 +5,8 @@ wait, and kill it if it lingers)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -15,6 +17,15 @@ from pathlib import Path
 from typing import IO
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the kernel sends the child SIGTERM when its parent dies,
+    even by kill -9, so a crashed supervisor leaves no orphan behind."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:

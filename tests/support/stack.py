@@ -1,4 +1,4 @@
-"""A real traitstream pipeline for tests: the bundled broker, a fresh database, and the
+"""A real traitstream pipeline for tests: Apache Kafka, a fresh database, and the
 edge and workers as separate processes, each on a free local port.
 
 Every process is started with a bounded wait and stopped (or killed) by the fixture,
@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from traitstream import broker, kafka_admin, processes
+from traitstream import kafka_admin
+from traitstream.localkafka import LocalKafka
 from traitstream.bench.stack import create_database, drop_database
 from traitstream.exposition import labels_of, metric_total
 from traitstream.processes import LoggedChild, free_port, pipeline_env
@@ -62,23 +63,17 @@ def settled(read: Callable[[], float], timeout: float = 10, every: float = 0.3) 
 
 
 class Broker:
-    """The bundled broker on a free port (or an external one named by TRAITSTREAM_TEST_KAFKA)."""
+    """Apache Kafka for tests: ``size`` local nodes on free ports, or the broker
+    named by TRAITSTREAM_TEST_KAFKA. ``cluster`` is None with an external broker."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 1) -> None:
         external = os.environ.get("TRAITSTREAM_TEST_KAFKA")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.bootstrap = external or f"127.0.0.1:{free_port()}"
-        if not external:
-            self.start()
-
-    def start(self) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.process = broker.start(self.bootstrap, log_path=str(LOG_DIR / "broker.log"))
+        self.cluster = None if external else LocalKafka(size, heap_mb=512).start()
+        self.bootstrap = external or self.cluster.bootstrap  # type: ignore[union-attr]
 
     def stop(self) -> None:
-        if self.process is not None:
-            processes.stop(self.process, 5)
-            self.process = None
+        if self.cluster is not None:
+            self.cluster.stop()
 
 
 @contextlib.contextmanager

@@ -1,28 +1,33 @@
-"""The worker's consumer settings and the fetch pause chosen for it."""
+"""The worker's consumer settings for each group protocol."""
 
 from __future__ import annotations
 
-from traitstream import broker
+import pytest
+
 from traitstream.worker.consumer import consumer_config
 
 
-def test_without_a_pause_fetching_follows_fetch_min_bytes_alone() -> None:
-    config = consumer_config("127.0.0.1:9092", "group", 6_000)
+@pytest.mark.parametrize("protocol", ["consumer", "cooperative-sticky", "eager"])
+def test_fetching_waits_for_fetch_min_bytes_on_every_protocol(protocol: str) -> None:
+    config = consumer_config("127.0.0.1:9092", "group", 6_000, protocol)
     assert config["fetch.min.bytes"] == 64 * 1024
     assert config["fetch.wait.max.ms"] == 50
-    assert "queued.min.messages" not in config
+    assert config["enable.auto.commit"] is False
     assert "fetch.queue.backoff.ms" not in config
 
 
-def test_a_pause_holds_fetches_while_fetched_records_wait() -> None:
-    config = consumer_config("127.0.0.1:9092", "group", 6_000, fetch_pause_ms=200)
-    assert config["queued.min.messages"] == 1
-    assert config["fetch.queue.backoff.ms"] == 200
-    assert config["fetch.min.bytes"] == 64 * 1024
+def test_the_consumer_protocol_leaves_timeouts_and_assignment_to_the_broker() -> None:
+    config = consumer_config("127.0.0.1:9092", "group", 6_000, "consumer")
+    assert config["group.protocol"] == "consumer"
+    # librdkafka refuses these with group.protocol=consumer: the broker owns them.
+    for key in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"):
+        assert key not in config
 
 
-def test_the_pause_is_the_bundled_brokers_unless_one_was_set() -> None:
-    assert broker.worker_fetch_pause_ms(None, bundled=True) == broker.WORKER_FETCH_PAUSE_MS
-    assert broker.worker_fetch_pause_ms(None, bundled=False) == 0
-    assert broker.worker_fetch_pause_ms(0, bundled=True) == 0
-    assert broker.worker_fetch_pause_ms(50, bundled=False) == 50
+@pytest.mark.parametrize(("protocol", "strategy"), [("cooperative-sticky", "cooperative-sticky"), ("eager", "roundrobin")])
+def test_the_classic_protocols_carry_their_assignor_and_session(protocol: str, strategy: str) -> None:
+    config = consumer_config("127.0.0.1:9092", "group", 6_000, protocol)
+    assert "group.protocol" not in config
+    assert config["partition.assignment.strategy"] == strategy
+    assert config["session.timeout.ms"] == 6_000
+    assert config["heartbeat.interval.ms"] == 1_200

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -23,7 +21,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from traitstream import broker, kafka_admin, processes
+from traitstream import kafka_admin
+from traitstream.localkafka import LocalKafka
 from traitstream.processes import LoggedChild, free_port, pipeline_env
 from traitstream.store import keys
 from traitstream.store.database import migrate
@@ -63,7 +62,7 @@ class StackOptions:
     database_url: str
     redis_url: str
     kafka_bootstrap: str | None
-    """None: start a broker of our own on a free port."""
+    """None: start an Apache Kafka node of our own on a free port."""
     workers: int = 2
     edge_processes: int = 4
     partitions: int = 12
@@ -80,7 +79,7 @@ class Stack:
     http_port: int = field(default_factory=free_port)
     bootstrap: str = ""
     database_url: str = ""
-    broker: subprocess.Popen[bytes] | None = None
+    broker: LocalKafka | None = None
     edge: LoggedChild | None = None
     workers: list[LoggedChild] = field(default_factory=list)
     _scratch: str | None = None
@@ -133,34 +132,21 @@ class Stack:
         wait_for(self.ready, 60, "the edge answering /readyz", every_s=0.2)
 
     def rotate_topic(self) -> None:
-        """Move the edge and the workers to a fresh, empty topic. The bundled
-        broker's cost of serving a tailing consumer grows with the size of the log,
-        so a phase that inherits the previous phases' records would measure the
-        broker's history rather than the pipeline. When this stack runs that broker,
-        the topic is on a fresh broker too: it keeps every idempotent producer it
-        has seen, with a sequence for each partition it wrote to, and serializes all
-        of them again for each batch it takes, so each restart of the edge made
-        every later produce dearer (measured on single-record produces from four
-        producers at a time: 190 µs of broker CPU on a fresh broker, 227 by the
-        fifth set of producers, 243 to 283 by the thirteenth and fourteenth).
-        With another broker the old topic is deleted."""
+        """Move the edge and the workers to a fresh, empty topic and delete the old
+        one, so that no phase inherits the previous phases' backlog."""
         self.stop_workers()
         if self.edge is not None:
             self.edge.stop()
         old = self.topic
         self.topic = f"bench-{uuid.uuid4().hex[:8]}"
-        if self.broker is not None:
-            processes.stop(self.broker, 10)
-            self._start_broker()
-        else:
-            self.delete_topics([old, f"{old}.dlq"])
+        self.delete_topics([old, f"{old}.dlq"])
         self._create_topic()
         self.start_edge()
         self.start_workers()
 
     def _start_broker(self) -> None:
-        self.bootstrap = f"127.0.0.1:{free_port()}"
-        self.broker = broker.start(self.bootstrap, log_path=str(self.options.log_dir / "broker.log"))
+        self.broker = LocalKafka(1).start()
+        self.bootstrap = self.broker.bootstrap
 
     def _create_topic(self) -> None:
         kafka_admin.ensure_topics(
@@ -178,15 +164,6 @@ class Stack:
             except Exception as exc:  # any failure only costs broker memory
                 log.info("could not delete topic %s: %s", name, exc)
 
-    @property
-    def worker_fetch_pause_ms(self) -> int:
-        """The workers' fetch pause: as set in the environment, else the bundled
-        broker's when this stack runs it, else none."""
-        configured = os.environ.get("TRAITSTREAM_FETCH_PAUSE_MS")
-        return broker.worker_fetch_pause_ms(
-            None if configured is None else int(configured), bundled=self.broker is not None
-        )
-
     def ready(self) -> bool:
         try:
             return httpx.get(f"{self.url}/readyz", timeout=3).status_code == 200
@@ -195,9 +172,9 @@ class Stack:
 
     def start_workers(self) -> None:
         o = self.options
-        # A fresh consumer group each time: the bundled broker can leave a group
-        # whose members all left stuck in SyncGroup. The workers seek to the offsets
-        # PostgreSQL holds, so a new group resumes exactly where the last one stopped.
+        # A fresh consumer group for each set of workers, so that one phase's group
+        # never waits out the last phase's departed members. The workers seek to the
+        # offsets PostgreSQL holds, so a new group resumes exactly where the last stopped.
         self._generation += 1
         group = f"group-{self.topic}-{self._generation}"
         for index in range(o.workers):
@@ -208,7 +185,6 @@ class Stack:
                 self.env(
                     TRAITSTREAM_METRICS_PORT=str(port),
                     TRAITSTREAM_GROUP_ID=group,
-                    TRAITSTREAM_FETCH_PAUSE_MS=str(self.worker_fetch_pause_ms),
                 ),
                 o.log_dir / f"worker-{index + 1}-{self.topic}-{self._generation}.log",
                 metrics_port=port,
@@ -236,7 +212,7 @@ class Stack:
         if self.edge is not None:
             self.edge.stop()
         if self.broker is not None:
-            processes.stop(self.broker, 10)
+            self.broker.stop()
         self.forget_dedupe_keys()
         if self._scratch:
             drop_database(self.options.database_url, self._scratch)

@@ -47,37 +47,43 @@ _LAG_EVERY_S = 5.0
 _PROBE_TIMEOUT_S = 1.0
 
 
+def incremental(group_protocol: str) -> bool:
+    """Whether ``group_protocol`` assigns and revokes partitions incrementally."""
+    return group_protocol != "eager"
+
+
 def consumer_config(
-    bootstrap: str, group_id: str, session_timeout_ms: int, fetch_pause_ms: int = 0
+    bootstrap: str, group_id: str, session_timeout_ms: int, group_protocol: str = "consumer"
 ) -> dict[str, Any]:
-    """The worker's consumer. ``fetch_pause_ms`` above 0 paces fetching for brokers
-    that do not hold a fetch until ``fetch.min.bytes`` arrive: a partition is
-    fetched again only when the worker has taken every record already fetched, and
-    while it has not, the partition waits that many milliseconds before asking."""
+    """The worker's consumer.
+
+    ``group_protocol``: ``consumer`` is KIP-848's, where the broker computes the
+    assignment and sets the session timeout and heartbeat (so the client may not);
+    ``cooperative-sticky`` and ``eager`` are the classic protocol's assignors, with
+    ``session_timeout_ms``. Whatever the protocol, exactly-once rests on the offsets
+    PostgreSQL holds, not on the group: see ``Worker._on_assign``."""
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        # Eager assignment: the cooperative protocol did not hand partitions to new
-        # members on every broker we test against.
-        "partition.assignment.strategy": "roundrobin",
-        "session.timeout.ms": session_timeout_ms,
-        "heartbeat.interval.ms": max(500, session_timeout_ms // 5),
         "max.poll.interval.ms": 600_000,
         # Wait for a worthwhile amount of data per fetch rather than asking again as
-        # soon as one record arrives: fetch requests were the largest broker cost
-        # per identify whenever the workers kept up. Below that amount the broker
+        # soon as one record arrives: fetch requests are a large part of the broker's
+        # cost per identify when the workers keep up. Below that amount the broker
         # answers after 50 ms, which bounds the latency this adds.
         "fetch.min.bytes": 64 * 1024,
         "fetch.wait.max.ms": 50,
     }
-    if fetch_pause_ms > 0:
-        # librdkafka backs a partition off for fetch.queue.backoff.ms whenever the
-        # local queue holds at least queued.min.messages records.
-        config["queued.min.messages"] = 1
-        config["fetch.queue.backoff.ms"] = fetch_pause_ms
+    if group_protocol == "consumer":
+        config["group.protocol"] = "consumer"
+    else:
+        config["partition.assignment.strategy"] = (
+            "cooperative-sticky" if group_protocol == "cooperative-sticky" else "roundrobin"
+        )
+        config["session.timeout.ms"] = session_timeout_ms
+        config["heartbeat.interval.ms"] = max(500, session_timeout_ms // 5)
     return config
 
 
@@ -95,8 +101,11 @@ class Worker:
         *,
         batch_size: int = 2000,
         batch_wait_s: float = 0.05,
+        incremental: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``incremental``: the group hands partitions over one by one (the
+        ``consumer`` and ``cooperative-sticky`` protocols) rather than all at once."""
         self._consumer = consumer
         self._admin = admin
         self._topic = topic
@@ -107,6 +116,7 @@ class Worker:
         self._metrics = metrics
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_s
+        self._incremental = incremental
         self._clock = clock
         self._stop = threading.Event()
         self._last_lag = 0.0
@@ -195,7 +205,13 @@ class Worker:
         for tp in partitions:
             if tp.partition in stored:
                 tp.offset = stored[tp.partition]
-        consumer.assign(partitions)
+        # Each partition starts where PostgreSQL says it was applied to, not where the
+        # group last committed: a revoked owner's batch that commits late moves the
+        # stored offset, and the store skips what lies below it (exactly once).
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)})
 
     def _topic_id(self) -> str | None:
@@ -212,7 +228,10 @@ class Worker:
             if tp.partition in self._lag_partitions:
                 self._metrics.consumer_lag.remove(str(tp.partition))
                 self._lag_partitions.discard(tp.partition)
-        consumer.unassign()
+        if self._incremental:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
         log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)})
 
     # --- one batch ----------------------------------------------------------------
