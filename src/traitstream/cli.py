@@ -267,8 +267,7 @@ def _bench_parser(commands: Any) -> None:
         "--soak-rate",
         type=_positive,
         default=None,
-        help="identifies per second in the soak (default: half the end-to-end rate, "
-        "at most 2,000 with the bundled broker)",
+        help="identifies per second in the soak (default: half the end-to-end rate)",
     )
     bench.add_argument(
         "--phase-seconds", type=float, default=None, help="length of each load phase (default 20, quick 4)"

@@ -13,7 +13,6 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +70,7 @@ class DevStack:
         self.children: list[Child] = []
         self.broker: LocalKafka | None = None
         self.api_key = settings.dev_api_key or keys.new_secret("dev_")
-        self._stopping = threading.Event()
+        self._stopping = processes.StopFlag()
 
     def prepare(self) -> None:
         s = self.settings

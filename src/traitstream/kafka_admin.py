@@ -26,7 +26,8 @@ def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0)
     production wants: on three brokers or more, three replicas of which two must
     acknowledge a write (``min.insync.replicas=2``, with the producers' ``acks=all``);
     on fewer, as many as there are brokers."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # Warnings and worse only: a short-lived client's "purging unserved events" is noise.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
     metadata = admin.list_topics(timeout=timeout)
     replicas = max(1, min(3, len(metadata.brokers)))
     config = {"min.insync.replicas": str(min(2, replicas))}

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -26,6 +27,34 @@ def die_with_parent() -> None:
     even by kill -9, so a crashed supervisor leaves no orphan behind."""
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class StopFlag:
+    """A stop request that a signal handler may set.
+
+    ``threading.Event.set`` takes a lock, and a handler runs on the main thread
+    between two bytecodes, possibly while that thread holds the same lock inside
+    ``Event.wait``: the process then hangs for good (seen with two SIGTERMs in a
+    row). Setting this flag takes no lock; ``wait`` polls it."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self, *_: object) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout_s: float, every_s: float = 0.05) -> bool:
+        """Sleep until the flag is set or ``timeout_s`` passed; whether it is set."""
+        deadline = time.monotonic() + timeout_s
+        while not self._set:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(every_s, left))
+        return self._set
 
 
 def free_port() -> int:

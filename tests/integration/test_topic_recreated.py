@@ -24,9 +24,8 @@ def test_records_of_a_recreated_topic_are_applied(stack: Stack) -> None:
     # Fewer records than before, so every partition's new offsets sit below the old ones.
     assert stack.post("/api/identify", {"user_id": "after", "traits": {"fresh": True}}).status_code == 200
     stack.workers.clear()
-    # A group of its own: the bundled broker has been seen to leave a group whose
-    # members all left mid-rebalance without partitions for good. Starting from the
-    # offsets kept in PostgreSQL is exactly what the new worker must do either way.
+    # A group of its own, so the group's committed offsets of the old topic play no
+    # part: starting from the offsets kept in PostgreSQL is what the worker must do.
     stack.add_worker(TRAITSTREAM_GROUP_ID=f"group-{stack.topic}-after")
     profile = stack.wait_profile("after", timeout=30)
     assert profile["traits"] == {"fresh": True}

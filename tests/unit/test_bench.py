@@ -178,9 +178,9 @@ def test_targets_judge_each_figure_and_leave_unmeasured_ones_open() -> None:
     results = {
         "figures": {
             "end_to_end": {"identifies_per_s": 9_000.0, "ratio": 0.3},
-            "batched_ingestion": {"identifies_per_s": 12_000.0},
-            "single_identify_edge": {"requests_per_s": 3_400.0, "latency_ms": {"p99": 9.0}},
-            "single_identify": {"requests_per_s": 3_100.0, "latency_ms": {"p99": 60.0}},
+            "batched_ingestion": {"identifies_per_s": 99_000.0},
+            "single_identify_edge": {"requests_per_s": 5_400.0, "latency_ms": {"p99": 9.0}},
+            "single_identify": {"requests_per_s": 5_100.0, "latency_ms": {"p99": 21.0}},
             "steady": {"rate_target": 4_500.0, "e2e_latency_s": {"p99": 0.4}},
         }
     }
@@ -208,7 +208,7 @@ def test_summary_prints_both_single_identify_figures_and_their_targets() -> None
         "limits": {"broker_produce": {"rate": 400_000.0, "what": "produce"}},
         "figures": {
             "single_identify_edge": {
-                "requests_per_s": 3_400.0,
+                "requests_per_s": 5_400.0,
                 "latency_ms": {"p50": 4.0, "p99": 9.0},
                 "bound_by": "broker_produce",
                 "ratio": 0.0085,
@@ -222,10 +222,10 @@ def test_summary_prints_both_single_identify_figures_and_their_targets() -> None
         },
     }
     text = report.summary(results)
-    assert "single identifies (16 clients; workers stopped)  3,400 req/s" in text
+    assert "single identifies (16 clients; workers stopped)  5,400 req/s" in text
     assert "single identifies (16 clients; workers running)  2,600 req/s" in text
     assert "single-identify latency, workers stopped  p50 4.00 ms   p99 9.00 ms" in text
-    assert "[met   ] single-identify requests, edge tier (workers stopped): 3,400 req/s" in text
+    assert "[met   ] single-identify requests, edge tier (workers stopped): 5,400 req/s" in text
     assert "[MISSED] single-identify requests, workers applying on the same cores: 2,600 req/s" in text
 
 

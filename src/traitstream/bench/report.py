@@ -65,9 +65,9 @@ def targets(results: dict[str, Any]) -> list[Target]:
         ),
         Target(
             "batched ingestion acknowledged",
-            "≥ 30,000 identifies/s",
+            "≥ 100,000 identifies/s",
             f"{_fmt(batched.get('identifies_per_s'))}/s",
-            None if batched.get("identifies_per_s") is None else batched["identifies_per_s"] >= 30_000,
+            None if batched.get("identifies_per_s") is None else batched["identifies_per_s"] >= 100_000,
         ),
     ]
     for name, figure in (
@@ -78,9 +78,9 @@ def targets(results: dict[str, Any]) -> list[Target]:
         found.append(
             Target(
                 name,
-                "≥ 3,000 req/s, p99 < 50 ms",
+                "≥ 5,000 req/s, p99 < 20 ms",
                 f"{_fmt(rps)} req/s, p99 {_fmt(p99, 1)} ms",
-                None if rps is None or p99 is None else rps >= 3_000 and p99 < 50,
+                None if rps is None or p99 is None else rps >= 5_000 and p99 < 20,
             )
         )
     e2e_p99 = steady.get("e2e_latency_s", {}).get("p99")

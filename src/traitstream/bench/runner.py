@@ -14,8 +14,7 @@
 6. steady load at half the end-to-end rate in requests of 100: end-to-end
    latency from the workers' histogram; then the same rate in the end-to-end
    phase's requests of 500 (half its load), reported beside it;
-7. the soak: steady load for longer (at most ``BUNDLED_SOAK_RATE`` with the
-   bundled broker), sampling the workers' memory;
+7. the soak: steady load for longer, sampling the workers' memory;
 8. optionally, py-spy profiles of the edge and the workers under load.
 
 Load comes from ``traitstream.bench.load`` in a separate process.
@@ -53,9 +52,6 @@ SMALL_BATCH = 100
 """Identifies in each request of the latency phase judged against its target and
 of the soak."""
 WARM_UP = 20_000
-BUNDLED_SOAK_RATE = 2_000.0
-"""The soak's highest rate on the bundled broker: its 10-minute log stays near 1.2
-million records (see ``Bench.soak_rate``)."""
 
 
 def _latency(histogram: stats.Histogram) -> dict[str, Any]:
@@ -78,8 +74,7 @@ class BenchOptions:
     phase_s: float = 20.0
     soak_s: float = 120.0
     soak_rate: float | None = None
-    """Identifies per second in the soak. None: half the end-to-end rate, and with the
-    bundled broker at most ``BUNDLED_SOAK_RATE`` (see ``Bench.soak_rate``)."""
+    """Identifies per second in the soak. None: half the end-to-end rate."""
     latency_s: float = 30.0
     """Length of the steady phase at half the maximum rate (end-to-end latency)."""
     fresh_topics: bool = True
@@ -233,7 +228,7 @@ class Bench:
     def warm_up(self) -> None:
         """Enough identifies for every process to have joined and run its hot paths.
         A count, not a time: the faster the edge, the more a timed warm-up would
-        leave on the topic, and the bundled broker serves a longer log slower."""
+        leave on the topic for the phase that follows."""
         self._run_load("warm-up", 120, clients=4, batch=BATCH, duration_s=0, total=WARM_UP, seed=11)
         self._wait_applied(120)
 
@@ -370,16 +365,8 @@ class Bench:
         return max(100.0, e2e / 2)
 
     def soak_rate(self) -> float:
-        """The soak's rate: as asked, else half the end-to-end rate, at most
-        ``BUNDLED_SOAK_RATE`` with the bundled broker. That broker keeps every record
-        in memory and serves a partition more slowly the longer its log: a soak that
-        sent 5,600/s (3.4 million records in 10 minutes) took its CPU per record from
-        42 to 172 µs, it fell behind, and the workers' memory measured their growing
-        fetch queues rather than the workers."""
-        if self.o.soak_rate is not None:
-            return self.o.soak_rate
-        half = self._half_rate()
-        return min(half, BUNDLED_SOAK_RATE) if self.stack.broker is not None else half
+        """The soak's rate: as asked, else half the end-to-end rate."""
+        return self.o.soak_rate if self.o.soak_rate is not None else self._half_rate()
 
     def _paced(
         self, name: str, seconds: float, rate: float, batch: int
@@ -547,8 +534,7 @@ class Bench:
                 "python": platform.python_version(),
                 "platform": platform.platform(),
             },
-            "options": {k: _public(v) for k, v in asdict(self.o).items()}
-            | {"worker_fetch_pause_ms": self.stack.worker_fetch_pause_ms},
+            "options": {k: _public(v) for k, v in asdict(self.o).items()},
             "limits": {
                 name: {"what": x.what, "count": x.count, "seconds": x.seconds, "rate": x.rate}
                 for name, x in self.limits.items()

@@ -141,8 +141,7 @@ class AppliedWatch:
     Done means every identify the edge acknowledged is applied. A request that failed
     may still have written some of its records, which count too without being
     expected, so after any failure the count must also have stopped moving for
-    ``settle_s``. The broker's high watermarks are no help: the bundled broker
-    reports a partition's as the first offset of its last batch plus one."""
+    ``settle_s``."""
 
     acked: int = 0
     failed_requests: int = 0

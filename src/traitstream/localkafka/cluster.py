@@ -194,7 +194,7 @@ class LocalKafka:
         if not live:
             return 0
         try:
-            admin = AdminClient({"bootstrap.servers": ",".join(live)})
+            admin = AdminClient({"bootstrap.servers": ",".join(live), "log_level": 3})
             return len(admin.describe_cluster(request_timeout=2).result().nodes)
         except KafkaException:
             return 0
@@ -224,6 +224,9 @@ class LocalKafka:
             stdout=node._output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # A session of its own: Ctrl-C at a terminal reaches the pipeline's
+            # processes, and the broker, stopped last by its owner, outlives them.
+            start_new_session=True,
             preexec_fn=processes.die_with_parent,
         )
         if wait:

@@ -18,7 +18,6 @@ import heapq
 import logging
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -31,6 +30,7 @@ from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
 from traitstream.metrics import WorkerMetrics, observe_many
+from traitstream.processes import StopFlag
 from traitstream.runtime import collector_paused, warn_if_not_compiled
 from traitstream.store.profiles import ApplyResult, Positioned, ProfileStore, RejectHandler
 from traitstream.worker.batch import DeadLetter, Split, next_offsets, split
@@ -118,7 +118,7 @@ class Worker:
         self._batch_wait_s = batch_wait_s
         self._incremental = incremental
         self._clock = clock
-        self._stop = threading.Event()
+        self._stop = StopFlag()
         self._last_lag = 0.0
         self._lag_partitions: set[int] = set()
 
