@@ -300,11 +300,8 @@ def log_events(worker: Proc, msg: str) -> list[dict[str, Any]]:
 
 
 def owned_partitions(worker: Proc) -> list[int]:
-    """The partitions the worker's log says it was last given (empty after a revoke)."""
-    owned: list[int] = []
-    for line in log_events(worker, "partitions "):
-        owned = list(line["partitions"]) if line["msg"] == "partitions assigned" else []
-    return owned
+    """The partitions the worker owns by its log (``Proc.owned_partitions``)."""
+    return worker.owned_partitions()
 
 
 def counters_applied(stack: Stack, counters: CounterTraffic) -> int:
@@ -332,14 +329,23 @@ def wait_progress(stack: Stack, counters: CounterTraffic, timeout: float = 30.0)
 
 
 @contextlib.contextmanager
-def mixed_traffic(stack: Stack, **edge_options: Any) -> Iterator[tuple[EdgeTraffic, CounterTraffic]]:
+def mixed_traffic(
+    stack: Stack, at_least: int = 0, **edge_options: Any
+) -> Iterator[tuple[EdgeTraffic, CounterTraffic]]:
     """Identifies through the edge and counter records straight onto the topic, from
-    before the block (once the workers apply them) until it ends, even by a failure."""
+    before the block (once the workers apply them) until it ends, even by a failure.
+    A block that ends normally keeps the load on until more than ``at_least`` of each
+    were acknowledged: a fault the pipeline gets over quickly still meets real volume."""
     edge = EdgeTraffic(stack, **edge_options).start()
     counters = CounterTraffic(stack.bootstrap, stack.topic).start()
     try:
         wait_progress(stack, counters)
         yield edge, counters
+        wait_until(
+            lambda: edge.acked_count > at_least and counters.acked_count > at_least,
+            120,
+            f"more than {at_least} identifies and counters acknowledged",
+        )
     finally:
         edge.stop()
         counters.stop()

@@ -57,7 +57,7 @@ def test_sigterm_finishes_or_abandons_the_batch_and_a_new_worker_takes_over(
     stack = make_stack(kafka.bootstrap, database_url, workers=1, partitions=4, redis_url=throwaway_redis.url)
     # No deliberate resends: Redis is killed (and loses its keys) below, and the
     # contract keeps client-retry dedupe only while Redis keeps its data.
-    with mixed_traffic(stack, lost_response_every=0) as (edge, counters):
+    with mixed_traffic(stack, at_least=100, lost_response_every=0) as (edge, counters):
         # 1. SIGTERM while the batch is in Postgres: the worker finishes it, then exits.
         applying = stack.workers[0]
         with offsets_locked(stack):

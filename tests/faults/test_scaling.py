@@ -20,7 +20,7 @@ from tests.support.stack import Broker, wait_until
 def test_scale_workers_one_three_one_under_load(kafka: Broker, database_url: str, make_stack) -> None:
     stack = make_stack(kafka.bootstrap, database_url, workers=1, partitions=6)
     first = stack.workers[0]
-    with mixed_traffic(stack) as (edge, counters):
+    with mixed_traffic(stack, at_least=300) as (edge, counters):
         added = [stack.add_worker(), stack.add_worker()]
         wait_until(
             lambda: all(len(owned_partitions(w)) == 2 for w in stack.workers),

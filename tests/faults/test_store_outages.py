@@ -38,7 +38,7 @@ def test_redis_restarts_and_loses_every_key(
     stack = make_stack(kafka.bootstrap, database_url, workers=2, partitions=6, redis_url=throwaway_redis.url)
     # No deliberate client resends here: the contract keeps client-retry dedupe only
     # while Redis keeps its data, and this test throws that data away.
-    with mixed_traffic(stack, lost_response_every=0) as (edge, counters):
+    with mixed_traffic(stack, at_least=300, lost_response_every=0) as (edge, counters):
         # 1. Redis dies under load and comes back empty.
         throwaway_redis.kill()
         retrying = lambda: all(store_errors(w, "redis") >= 2 for w in stack.workers)  # noqa: E731
@@ -91,7 +91,7 @@ def test_postgres_restarts_under_load(kafka: Broker, throwaway_postgres: Postgre
     stack = make_stack(
         kafka.bootstrap, url, workers=2, partitions=6, extra_env={"TRAITSTREAM_KEY_CACHE_S": "300"}
     )
-    with mixed_traffic(stack) as (edge, counters):
+    with mixed_traffic(stack, at_least=300) as (edge, counters):
         with offsets_locked(stack):
             wait_blocked_worker(stack)
             # A crash, not a shutdown: open transactions die with their sessions.

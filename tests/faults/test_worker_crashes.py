@@ -28,7 +28,7 @@ from tests.support.stack import Broker, wait_until
 def test_kill9_one_worker_mid_batch_again_and_again(kafka: Broker, database_url: str, make_stack) -> None:
     stack = make_stack(kafka.bootstrap, database_url, workers=2, partitions=6)
     killed = []
-    with mixed_traffic(stack) as (edge, counters):
+    with mixed_traffic(stack, at_least=500) as (edge, counters):
         for _ in range(3):
             with offsets_locked(stack):
                 victim = stack.workers[wait_blocked_worker(stack)]
@@ -49,7 +49,7 @@ def test_kill9_one_worker_mid_batch_again_and_again(kafka: Broker, database_url:
 @pytest.mark.timeout(180)
 def test_kill9_every_process_mid_stream_then_restart(kafka: Broker, database_url: str, make_stack) -> None:
     stack = make_stack(kafka.bootstrap, database_url, workers=2, partitions=6)
-    with mixed_traffic(stack) as (edge, counters):
+    with mixed_traffic(stack, at_least=300) as (edge, counters):
         with offsets_locked(stack):
             wait_blocked_worker(stack)
             everyone = [stack.edge, *stack.workers]

@@ -8,6 +8,7 @@ so a failing test leaves nothing running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -105,6 +106,22 @@ class Proc(LoggedChild):
     def log_text(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace") if self.log_path.exists() else ""
 
+    def owned_partitions(self) -> list[int]:
+        """The partitions a worker owns by its log: each assignment adds to them and
+        each revocation takes away (the group hands partitions over incrementally;
+        an eager group revokes everything first, which comes to the same)."""
+        owned: set[int] = set()
+        for line in self.log_text().splitlines():
+            if not line.startswith("{") or '"msg":"partitions ' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event["msg"] == "partitions assigned":
+                    owned |= set(event["partitions"])
+                elif event["msg"] == "partitions revoked":
+                    owned -= set(event["partitions"])
+        return sorted(owned)
+
 
 @dataclass
 class Stack:
@@ -186,10 +203,15 @@ class Stack:
         return f"ts-worker-{index}-{self.topic}"[:63]
 
     def start(self, workers: int = 1) -> Stack:
+        """Topics, key, edge and ``workers`` workers, returned once every worker owns
+        partitions (as many as there are to share), so that a fault a test injects
+        next meets a settled group."""
         self.prepare()
         self.start_edge()
         for _ in range(workers):
             self.add_worker()
+        sharing = self.workers[: self.partitions]
+        wait_until(lambda: all(w.owned_partitions() for w in sharing), 60, "every worker to own partitions")
         return self
 
     def stop(self) -> None:
