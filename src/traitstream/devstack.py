@@ -29,6 +29,7 @@ from traitstream.store.database import migrate
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(slots=True)
 class Child:
     name: str

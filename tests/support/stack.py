@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -24,9 +23,9 @@ import httpx
 import psycopg
 
 from traitstream import kafka_admin
-from traitstream.localkafka import LocalKafka
 from traitstream.bench.stack import create_database, drop_database
 from traitstream.exposition import labels_of, metric_total
+from traitstream.localkafka import LocalKafka
 from traitstream.processes import LoggedChild, free_port, pipeline_env
 from traitstream.store import keys
 from traitstream.store.database import migrate

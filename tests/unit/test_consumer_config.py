@@ -24,7 +24,9 @@ def test_the_consumer_protocol_leaves_timeouts_and_assignment_to_the_broker() ->
         assert key not in config
 
 
-@pytest.mark.parametrize(("protocol", "strategy"), [("cooperative-sticky", "cooperative-sticky"), ("eager", "roundrobin")])
+@pytest.mark.parametrize(
+    ("protocol", "strategy"), [("cooperative-sticky", "cooperative-sticky"), ("eager", "roundrobin")]
+)
 def test_the_classic_protocols_carry_their_assignor_and_session(protocol: str, strategy: str) -> None:
     config = consumer_config("127.0.0.1:9092", "group", 6_000, protocol)
     assert "group.protocol" not in config

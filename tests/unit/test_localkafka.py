@@ -59,7 +59,7 @@ def test_a_failing_fetch_names_the_failure_and_keeps_nothing(
     fake_mvn.chmod(0o755)
     monkeypatch.setattr(artifacts.shutil, "which", lambda _name: str(fake_mvn))
     cache = tmp_path / "cache"
-    with pytest.raises(artifacts.KafkaUnavailable, match="failed.*network unreachable"):
+    with pytest.raises(artifacts.KafkaUnavailable, match=r"failed.*network unreachable"):
         artifacts.ensure_jars(cache)
     root = cache / f"kafka-{artifacts.KAFKA_VERSION}"
     assert list(root.iterdir()) == []
@@ -82,7 +82,12 @@ def test_a_fetch_with_altered_jars_is_refused(tmp_path: Path, monkeypatch: pytes
 
 @pytest.mark.parametrize(
     ("shown", "major"),
-    [('openjdk version "17.0.15" 2025-04-15', 17), ('java version "1.8.0_392"', 8), ('openjdk version "25" 2025', 25), ("nonsense", None)],
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "25" 2025', 25),
+        ("nonsense", None),
+    ],
 )
 def test_java_versions_are_read_as_their_major(shown: str, major: int | None) -> None:
     assert artifacts.java_major(shown) == major

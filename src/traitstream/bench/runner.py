@@ -158,7 +158,7 @@ class Bench:
             "redis": procs.pids_named("redis-server"),
         }
         if s.broker is not None:
-            groups["broker"] = procs.tree(s.broker.pid)
+            groups["broker"] = s.broker.pids
         return groups
 
     def _load(self, label: str, **config: Any) -> subprocess.Popen[bytes]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
 from traitstream import processes
 from traitstream.kafka_admin import reachable
@@ -137,6 +137,11 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return ",".join(node.address for node in self.nodes)
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the running nodes."""
+        return [n.process.pid for n in self.nodes if n.process is not None and n.alive()]
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id - 1]
