@@ -127,6 +127,11 @@ class Profile:
         self._write(trait, stamp)
 
     def list_op(self, op: Op, trait: str, value: JSON, stamp: Stamp) -> None:
+        if op is Op.REMOVE and trait not in self.traits:
+            # Nothing to remove from: creating an empty list would let removes of
+            # absent traits grow a profile that the planner's size bound, which
+            # counts removes as shrinking, never checks.
+            return
         items = _as_list(self.traits.get(trait))
         values = _as_list(value)
         if op is Op.APPEND:

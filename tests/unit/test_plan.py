@@ -176,6 +176,18 @@ def test_size_cap_counts_what_is_already_stored() -> None:
     assert store.traits(USER) == {"a": "z" * 400}
 
 
+def test_removes_of_absent_traits_grow_no_profile_past_the_cap() -> None:
+    store = Store()
+    store.run(ev(1, user="u1", kept=["a", "b"]))
+    for t in range(2, 32):
+        removes = tuple(Operation(Op.REMOVE, f"absent-{t}-{i:04d}", "v") for i in range(1_500))
+        event = IdentifyEvent(WS, "u1", "test", t, t, f"r{t}", operations=removes)
+        assert store.run(event, cap=2_000) == []
+    store.run(IdentifyEvent(WS, "u1", "test", 40, 40, "r40", operations=(Operation(Op.REMOVE, "kept", "a"),)))
+    assert store.traits(USER) == {"kept": ["b"]}
+    assert len(orjson.dumps(store.traits(USER))) <= 2_000
+
+
 def test_a_refused_anonymous_event_creates_no_profile() -> None:
     store = Store()
     assert store.run(ev(1, anon=("d1",), big="x" * 1000), cap=100) == [0]
