@@ -188,6 +188,18 @@ def test_removes_of_absent_traits_grow_no_profile_past_the_cap() -> None:
     assert len(orjson.dumps(store.traits(USER))) <= 2_000
 
 
+@pytest.mark.parametrize(
+    ("start", "amount"), [(0.1, 0.2), (1, 0.1), (9, 1), (2**62, 2**62 - 1), (-0.5, 1e-300), (1e300, 1e300)]
+)
+def test_the_exact_bound_covers_what_an_add_stores(start: float, amount: float) -> None:
+    profile = Profile(traits={"n": start})
+    event = IdentifyEvent(WS, "u1", "test", 1, 1, "r1", operations=(Operation(Op.ADD, "n", amount),))
+    before = len(orjson.dumps(profile.traits))
+    bound = plan_module.growth_bound(profile.traits, event)
+    profile.apply_event(event)
+    assert len(orjson.dumps(profile.traits)) - before <= bound
+
+
 def test_a_refused_anonymous_event_creates_no_profile() -> None:
     store = Store()
     assert store.run(ev(1, anon=("d1",), big="x" * 1000), cap=100) == [0]

@@ -241,6 +241,10 @@ class _Planner:
         return True
 
 
+_NUMBER_MAX = 24
+"""The longest JSON of a number orjson writes (``-1.2345678901234567e-300``)."""
+
+
 def _json_size(value: JSON) -> int:
     return len(orjson.dumps(value))
 
@@ -252,7 +256,12 @@ def growth_bound(traits: Mapping[str, JSON], event: IdentifyEvent) -> int:
     for op in event.operations:
         if op.trait is None or op.op is Op.UNSET:
             continue
-        added = _json_size(op.value) + len(op.trait.encode()) + 8
+        if op.op is Op.ADD:
+            # The sum, not the amount, is stored, and a sum can be longer than both
+            # (0.1 + 0.2 is 0.30000000000000004): take a number's longest JSON.
+            added = _NUMBER_MAX + len(op.trait.encode()) + 8
+        else:
+            added = _json_size(op.value) + len(op.trait.encode()) + 8
         if op.op is Op.SET and op.trait in traits:
             added -= _json_size(traits[op.trait]) + len(op.trait.encode()) + 6
         growth += max(added, 0) if op.op is not Op.REMOVE else 0
