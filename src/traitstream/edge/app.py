@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -67,7 +66,6 @@ def create_app(
         timeout=5,
         kwargs={"options": f"-c statement_timeout={_STATEMENT_TIMEOUT_MS}"},
     )
-    cache = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
     publisher = publisher or KafkaPublisher(
         settings.kafka_bootstrap,
         settings.topic,
@@ -95,7 +93,6 @@ def create_app(
         finally:
             publisher.stop_serving()
             await asyncio.to_thread(publisher.close)
-            await cache.aclose()
             await pool.close()
 
     app = EdgeApp(
@@ -130,9 +127,9 @@ def create_app(
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", tags=["operations"], summary="Broker, database and Redis are reachable")
+    @app.get("/readyz", tags=["operations"], summary="The broker and the key store are reachable")
     async def readyz() -> Response:
-        checks = await _readiness(publisher, pool, cache)
+        checks = await _readiness(publisher, pool)
         ok = all(checks.values())
         return json_response({"ready": ok, "checks": checks}, 200 if ok else 503)
 
@@ -430,9 +427,10 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-async def _readiness(
-    publisher: KafkaPublisher, pool: AsyncConnectionPool, cache: aioredis.Redis
-) -> dict[str, bool]:
+async def _readiness(publisher: KafkaPublisher, pool: AsyncConnectionPool) -> dict[str, bool]:
+    """What the edge needs to take identifies: the broker, and the database that
+    holds the API keys. Redis is the workers' alone; its outage must not take the
+    edges out of a load balancer."""
     async def database() -> bool:
         try:
             async with pool.connection(timeout=2) as conn:
@@ -441,14 +439,8 @@ async def _readiness(
         except Exception:
             return False
 
-    async def redis_ok() -> bool:
-        try:
-            return bool(await cache.ping())
-        except Exception:
-            return False
-
     async def broker() -> bool:
         return await asyncio.to_thread(publisher.ready, 2.0)
 
-    results = await asyncio.gather(broker(), database(), redis_ok())
-    return dict(zip(("broker", "database", "redis"), results, strict=True))
+    results = await asyncio.gather(broker(), database())
+    return dict(zip(("broker", "database"), results, strict=True))
