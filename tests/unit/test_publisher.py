@@ -5,6 +5,7 @@ librdkafka (no broker: this is the pure scheduling logic)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from typing import Any, ClassVar
@@ -215,3 +216,30 @@ def test_a_fatal_producer_is_replaced_without_stalling_the_caller() -> None:
         assert producer.flush(5) == 0
         assert sorted(reports) == [1, 2]
         assert first.purged and second.purged and not current.purged
+
+
+def test_reports_from_a_retiring_thread_and_the_loop_together_lose_no_count() -> None:
+    """A publish whose producer is replaced midway hears some reports from the thread
+    that retires the old producer while the loop serves the new one's: every report
+    must count, or the request waits out the safety net and answers 503."""
+    from traitstream.edge.publisher import _Pending
+
+    per_side = 20_000
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race, if any, shows
+    try:
+
+        async def both_sides() -> None:
+            pending = _Pending(2 * per_side, asyncio.get_running_loop())
+            retiring = threading.Thread(target=lambda: [pending.report(None, None) for _ in range(per_side)])
+            retiring.start()
+            for index in range(per_side):
+                pending.report(None, None)
+                if index % 500 == 0:
+                    await asyncio.sleep(0)  # let handed-over reports run, as serving would
+            await asyncio.to_thread(retiring.join)
+            await asyncio.wait_for(pending.future, 5)
+
+        asyncio.run(both_sides())
+    finally:
+        sys.setswitchinterval(switch)
