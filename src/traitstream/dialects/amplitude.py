@@ -1,7 +1,7 @@
 """Amplitude: the Identify API (``POST /identify``) and HTTP API v2 (``POST /2/httpapi``).
 
-The Identify API carries ``api_key`` (or the ``api-key`` spelling of seed 002) and
-``identification`` as form fields or as the keys of a JSON object; the HTTP API
+The Identify API carries ``api_key`` (or the ``api-key`` spelling of Amplitude's own
+sample) and ``identification`` as form fields or as the keys of a JSON object; the HTTP API
 carries ``api_key`` and ``events``, of which only ``$identify`` events change a
 profile here. Reading a request (``read_fields``, ``read_batch``) needs no key;
 building events (``parse_identify``, ``parse_batch``) needs the key's workspace.
@@ -151,7 +151,7 @@ def read_form(body: bytes) -> dict[str, str]:
 
 
 def api_key_of(fields: Mapping[str, JSON]) -> str | None:
-    """``api_key``, or the seed's ``api-key`` spelling."""
+    """``api_key``, or the ``api-key`` spelling of Amplitude's Identify API sample."""
     for name in KEY_FIELDS:
         value = fields.get(name)
         if value is None:

@@ -1,4 +1,4 @@
-"""DataFast identify: ``POST /api/v1/identify`` (seed 003).
+"""DataFast identify: ``POST /api/v1/identify``.
 
 One JSON object: ``user_id`` and ``datafast_visitor_id`` (a UUID) are required and
 every other top-level field is profile metadata, stored as a trait of the same

@@ -1,4 +1,4 @@
-"""``POST /identify`` and ``POST /2/httpapi``: the Amplitude dialect (seed 002).
+"""``POST /identify`` and ``POST /2/httpapi``: the Amplitude dialect.
 
 The key travels in the body (``api_key``), as Amplitude's clients send it. Errors
 use the HTTP API v2 body ``{"code": <status>, "error": "<message>"}``.

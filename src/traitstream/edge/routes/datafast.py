@@ -1,4 +1,4 @@
-"""``POST /api/v1/identify``: the DataFast dialect (seed 003).
+"""``POST /api/v1/identify``: the DataFast dialect.
 
 Credentials: ``Authorization: Bearer <key>``.
 

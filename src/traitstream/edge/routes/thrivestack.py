@@ -1,4 +1,4 @@
-"""``POST /api/identify``: the Thrivestack dialect (seeds 000 and 001)."""
+"""``POST /api/identify``: the Thrivestack dialect, with the reserved traits of the Segment spec."""
 
 from __future__ import annotations
 
