@@ -1,5 +1,6 @@
-"""Fixtures of the fault suite: throwaway Redis and PostgreSQL servers that a test may
-kill and restart, and a factory of real-process stacks that are always torn down."""
+"""Fixtures of the fault suite: throwaway Redis and PostgreSQL servers and three-node
+Kafka clusters that a test may kill and restart, and a factory of real-process stacks
+that are always torn down."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from tests.faults import netns
+from tests.faults.netns import PartitionableKafka
 from tests.faults.services import PostgresCluster, RedisServer
 from tests.support.stack import Stack
+from traitstream.localkafka import LocalKafka
 
 
 @pytest.fixture
@@ -31,6 +35,47 @@ def throwaway_postgres() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture
+def kafka_cluster() -> Iterator[LocalKafka]:
+    """Three Apache Kafka nodes of the test's own, which it may kill, stop, freeze and
+    restart; killed at teardown whatever state they are in.
+    Request it before ``make_stack``, so that the stack stops first."""
+    cluster = LocalKafka(3, heap_mb=512)
+    try:
+        yield cluster.start()
+    finally:
+        discard(cluster)
+
+
+def discard(cluster: LocalKafka) -> None:
+    """kill -9 every node and remove their data: a clean shutdown of all the nodes at
+    once can wait many seconds for a quorum that is going away, and nothing of a
+    test's cluster is kept."""
+    for node in cluster.nodes:
+        cluster.kill_node(node.node_id)
+    cluster.stop()
+
+
+@pytest.fixture
+def partitionable_kafka_cluster() -> Iterator[PartitionableKafka]:
+    """Like ``kafka_cluster``, with each node in a network namespace of its own, so
+    that ``cluster.network.cut(node_id)`` can cut it off (see ``netns.py``). Skipped
+    where network namespaces cannot be made (without root)."""
+    reason = netns.usable()
+    if reason is not None:
+        pytest.skip(reason)
+    network = netns.Network(3).create()
+    try:
+        cluster = PartitionableKafka(3, network, heap_mb=512)
+        try:
+            yield cluster.start()
+        finally:
+            network.reconnect_all()  # so that their connections close, not linger
+            discard(cluster)
+    finally:
+        network.delete()
 
 
 @pytest.fixture
