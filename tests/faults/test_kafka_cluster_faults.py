@@ -19,7 +19,6 @@ pipeline serves again without it, heals the cluster, and then proves:
 from __future__ import annotations
 
 import collections
-import json
 from collections.abc import Callable
 
 import pytest
@@ -99,24 +98,6 @@ def live_brokers(cluster: LocalKafka, excluding: int | None = None) -> set[int]:
     except KafkaException:
         return set()
     return {node.id for node in found.nodes}
-
-
-def quorum_leader(cluster: LocalKafka) -> int:
-    """The node id of the active controller (the KRaft quorum's leader) as every
-    running node records it in its ``quorum-state`` file; -1 while they disagree.
-
-    Not ``LocalKafka.active_controller``: asked through a broker's listener,
-    DescribeCluster names a random live broker as the controller in KRaft mode."""
-    views = set()
-    for node in cluster.nodes:
-        if not node.alive():
-            continue
-        try:
-            state = json.loads((node.directory / "log" / "__cluster_metadata-0" / "quorum-state").read_text())
-        except (OSError, ValueError):
-            return -1
-        views.add((state["leaderEpoch"], state["leaderId"]))
-    return views.pop()[1] if len(views) == 1 else -1
 
 
 def busiest_leader(cluster: LocalKafka, stack: Stack, edge: EdgeTraffic) -> int:
@@ -296,10 +277,10 @@ def test_kill9_the_active_controller_then_restart_it(
     started = pids(stack)
 
     with mixed_traffic(stack) as (edge, counters):
-        victim = wait_until(lambda: max(quorum_leader(kafka_cluster), 0), 30, "an active controller")
+        victim = wait_until(lambda: max(kafka_cluster.active_controller(), 0), 30, "an active controller")
         kafka_cluster.kill_node(victim)
         wait_until(
-            lambda: quorum_leader(kafka_cluster) not in (-1, victim),
+            lambda: kafka_cluster.active_controller() not in (-1, victim),
             30,
             "the two others to elect a new active controller",
             every=0.2,
@@ -312,7 +293,7 @@ def test_kill9_the_active_controller_then_restart_it(
         )
         wait_serving(stack, edge, counters)
         restart(kafka_cluster, stack, victim)
-        wait_until(lambda: quorum_leader(kafka_cluster) > 0, 30, "the quorum to agree on its leader")
+        wait_until(lambda: kafka_cluster.active_controller() > 0, 30, "the quorum to agree on its leader")
         wait_serving(stack, edge, counters, calls=HEALED_CALLS)
 
     assert_recovered(stack, edge, counters, started)

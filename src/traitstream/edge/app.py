@@ -431,6 +431,7 @@ async def _readiness(publisher: KafkaPublisher, pool: AsyncConnectionPool) -> di
     """What the edge needs to take identifies: the broker, and the database that
     holds the API keys. Redis is the workers' alone; its outage must not take the
     edges out of a load balancer."""
+
     async def database() -> bool:
         try:
             async with pool.connection(timeout=2) as conn:

@@ -15,6 +15,7 @@ crashed test or supervisor leaves no broker behind.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import shutil
 import signal
@@ -46,6 +47,8 @@ appender.file.layout.pattern = [%d] %p %m (%c)%n
 logger.state.name = state.change.logger
 logger.state.level = WARN
 """
+
+_QUORUM_STATE = "__cluster_metadata-0/quorum-state"
 
 CONSUMER_SESSION_TIMEOUT_MS = 10_000
 """The session timeout of groups on the ``consumer`` protocol (KIP-848), which the
@@ -264,10 +267,20 @@ class LocalKafka:
         return int(metadata.topics[topic].partitions[partition].leader)
 
     def active_controller(self) -> int:
-        """The node id of the quorum's active controller."""
-        admin = self._admin()  # kept until the answer arrives: a dropped client drops its requests
-        controller = admin.describe_cluster(request_timeout=10).result().controller
-        return int(controller.id) if controller is not None else -1
+        """The node id of the active controller (the KRaft quorum's leader) as every
+        running node records it in its ``quorum-state`` file; -1 while they disagree
+        or none is elected. (DescribeCluster, asked through a broker's listener,
+        names a random live broker as the controller in KRaft mode.)"""
+        views = set()
+        for node in self.nodes:
+            if not node.alive():
+                continue
+            try:
+                state = json.loads((node.directory / "log" / _QUORUM_STATE).read_text("utf-8"))
+            except (OSError, ValueError):
+                return -1
+            views.add((int(state["leaderEpoch"]), int(state["leaderId"])))
+        return views.pop()[1] if len(views) == 1 else -1
 
     def _admin(self) -> AdminClient:
         live = [n.address for n in self.nodes if n.alive()] or [self.nodes[0].address]
