@@ -18,17 +18,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
-import re
 import shutil
-import stat
 import subprocess
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from traitstream.localkafka import LocalKafka
-from traitstream.localkafka.cluster import Node
 
 
 def ip(*args: str) -> None:
@@ -130,55 +125,17 @@ def _unused_subnet() -> str:
     return f"198.18.{random.choice(free)}"
 
 
-@dataclass
-class HostedNode(Node):
-    """A node that listens on ``host`` rather than 127.0.0.1."""
-
-    host: str = "127.0.0.1"
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
 class PartitionableKafka(LocalKafka):
-    """``LocalKafka`` with each node in its namespace of ``network``."""
+    """``LocalKafka`` with each node in its namespace of ``network``, listening on
+    its own address there."""
 
     def __init__(self, size: int, network: Network, **options: Any) -> None:
-        super().__init__(size, **options)
+        super().__init__(
+            size,
+            hosts=[network.host(i) for i in range(1, size + 1)],
+            # ``ip netns exec`` execs the command, so the process is java itself:
+            # signals reach it, and it dies with its parent.
+            launchers=[("ip", "netns", "exec", namespace) for namespace in network.namespaces],
+            **options,
+        )
         self.network = network
-        self.nodes = [
-            HostedNode(n.node_id, n.port, n.controller_port, n.directory, host=network.host(n.node_id))
-            for n in self.nodes
-        ]
-
-    def _prepare(self, node: Node) -> None:
-        """``LocalKafka``'s settings and formatting, with each node's listeners and
-        quorum address on its own host."""
-        super()._prepare(node)
-        properties = node.directory / "server.properties"
-        text = properties.read_text("utf-8")
-        for other in self.nodes:
-            assert isinstance(other, HostedNode)
-            for port in (other.port, other.controller_port):
-                text = re.sub(rf"127\.0\.0\.1:{port}(?!\d)", f"{other.host}:{port}", text)
-        properties.write_text(text, "utf-8")
-
-    def _runtime(self) -> tuple[str, Path]:
-        """Every java this cluster runs goes through a launcher that enters the
-        namespace of the node whose files it is given (its last argument is the
-        node's ``server.properties``). ``ip netns exec`` and the launcher exec, so the
-        process started is java itself: signals reach it, and it dies with its parent."""
-        java, libs = super()._runtime()
-        launcher = self.data_dir / "java-in-namespace"
-        if not launcher.exists():
-            prefix = self.network.namespaces[0][:-1]
-            launcher.write_text(
-                "#!/bin/sh\n"
-                "for last; do :; done\n"
-                'node=$(basename "$(dirname "$last")")\n'
-                f'exec ip netns exec "{prefix}${{node#node-}}" "{java}" "$@"\n',
-                "utf-8",
-            )
-            launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-        return str(launcher), libs

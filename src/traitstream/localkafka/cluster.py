@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -92,12 +93,15 @@ class Node:
     port: int
     controller_port: int
     directory: Path
+    host: str = "127.0.0.1"
+    launcher: tuple[str, ...] = ()
+    """What runs the node's java, if anything (``ip netns exec <namespace>``, say)."""
     process: subprocess.Popen[bytes] | None = None
     _output: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -116,7 +120,9 @@ class LocalKafka:
 
     ``data_dir``: where the nodes keep their logs; a temporary folder, removed by
     ``stop``, when not given. ``heap_mb``: each node's JVM heap. ``overrides``: broker
-    settings over ``broker_config``'s."""
+    settings over ``broker_config``'s. ``hosts`` and ``launchers``, one per node: the
+    address each listens on (default 127.0.0.1) and what runs its java (default
+    nothing), for nodes in network namespaces of their own."""
 
     def __init__(
         self,
@@ -126,6 +132,8 @@ class LocalKafka:
         port: int | None = None,
         heap_mb: int = 1024,
         overrides: dict[str, str] | None = None,
+        hosts: Sequence[str] | None = None,
+        launchers: Sequence[Sequence[str]] | None = None,
     ) -> None:
         self._temporary = data_dir is None
         self.data_dir = Path(tempfile.mkdtemp(prefix="traitstream-kafka-")) if data_dir is None else data_dir
@@ -133,7 +141,15 @@ class LocalKafka:
         self.config = broker_config(size) | (overrides or {})
         ports = [port or processes.free_port(), *(processes.free_port() for _ in range(size - 1))]
         self.nodes = [
-            Node(i + 1, ports[i], processes.free_port(), self.data_dir / f"node-{i + 1}") for i in range(size)
+            Node(
+                i + 1,
+                ports[i],
+                processes.free_port(),
+                self.data_dir / f"node-{i + 1}",
+                host=hosts[i] if hosts else "127.0.0.1",
+                launcher=tuple(launchers[i]) if launchers else (),
+            )
+            for i in range(size)
         ]
         self._runtime_found: tuple[str, Path] | None = None
 
@@ -217,6 +233,7 @@ class LocalKafka:
         node._output = open(node.directory / "stdout.log", "ab")  # noqa: SIM115 - closed in _reap
         node.process = subprocess.Popen(
             [
+                *node.launcher,
                 java,
                 f"-Xms{min(256, self.heap_mb)}m",
                 f"-Xmx{self.heap_mb}m",
@@ -292,13 +309,13 @@ class LocalKafka:
         """Write the node's settings (ports may differ from its last start) and format
         its log folder the first time, with the cluster id every node shares."""
         node.directory.mkdir(parents=True, exist_ok=True)
-        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
         settings = self.config | {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "listeners": f"PLAINTEXT://{node.address},CONTROLLER://{node.host}:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{node.address}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
