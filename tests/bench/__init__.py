@@ -1,0 +1,1 @@
+"""Measurements that need the whole pipeline running: not tests, run by hand."""
