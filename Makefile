@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test unit lint format bench clean
+.PHONY: install run test unit lint format bench bench-scaling services clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,11 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/traitstream/*.[ch] sr
 run: install
 	$(BIN)/traitstream dev
 
-## The whole suite against the bundled broker, local PostgreSQL and Redis.
+## Install (Debian, as root) and start what the project needs beside Python: Java, Maven, PostgreSQL, Redis.
+services:
+	deploy/local/services.sh
+
+## The whole suite against Apache Kafka (started by the tests), local PostgreSQL and Redis.
 test: install
 	$(BIN)/python -m pytest
 
@@ -37,6 +41,10 @@ format: install
 
 bench: install
 	$(BIN)/traitstream bench
+
+## The consumer group protocols measured while the workers scale 1 -> 3 -> 6 -> 1 (docs/scaling.md).
+bench-scaling: install
+	$(BIN)/python -m tests.bench.scaling --rounds 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
