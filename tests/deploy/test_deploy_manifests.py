@@ -35,6 +35,8 @@ from tests.deploy.kafka_manifests import (  # noqa: E402 - needs yaml
     compose_env,
     compose_kafka_nodes,
     image_properties,
+    load_all_yaml,
+    load_yaml,
     script_of,
     statefulset_pod_env,
     topic_creations,
@@ -109,16 +111,6 @@ ALERT_NAMES = {
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def load_yaml(path: Path):
-    with path.open(encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
-
-
-def load_all_yaml(path: Path) -> list:
-    with path.open(encoding="utf-8") as fh:
-        return [doc for doc in yaml.safe_load_all(fh) if doc is not None]
 
 
 def metric_base(name: str) -> str:
