@@ -204,11 +204,27 @@ def _dev(args: argparse.Namespace) -> int:
     return devstack.run(settings)
 
 
+def _bench_runner() -> Any:
+    """The bench's runner, from the source checkout this package runs from.
+
+    The bench is a development tool and lives beside the tests (``tests/bench``),
+    outside the package: an editable install finds it at the checkout's root, an
+    installed wheel has none."""
+    import importlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "tests" / "bench" / "runner.py").is_file():
+        raise SystemExit("traitstream bench runs from a source checkout: make bench")
+    if sys.path[:1] != [str(root)]:
+        sys.path.insert(0, str(root))  # before any other top-level ``tests``
+    return importlib.import_module("tests.bench.runner")
+
+
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from traitstream.bench import runner
-
+    runner = _bench_runner()
     settings = _settings(args, CommonSettings)
     logs.setup("text" if settings.log_format == "auto" else settings.log_format, logging.WARNING)
     options = runner.BenchOptions(
@@ -237,7 +253,7 @@ def _bench(args: argparse.Namespace) -> int:
         options = replace(options, latency_s=args.latency_seconds)
     if args.backlog is not None:
         options = replace(options, backlog=args.backlog)
-    return runner.main(options)
+    return int(runner.main(options))
 
 
 class _Given(argparse.BooleanOptionalAction):

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 
 import orjson
 
-from traitstream.bench import stats
-from traitstream.bench.load import Connection, check_loopback
+from tests.bench import stats
+from tests.bench.load import Connection, check_loopback
 
 PATH = "/2/httpapi"
 

@@ -47,9 +47,9 @@ from typing import Any
 import orjson
 import psycopg
 
+from tests.bench import child_env, procs, stats
 from tests.bench.identify_load import SenderConfig
-from traitstream.bench import procs, stats
-from traitstream.bench.stack import Stack, StackOptions
+from tests.bench.stack import Stack, StackOptions
 from traitstream.localkafka import LocalKafka
 from traitstream.processes import LoggedChild, free_port
 
@@ -287,6 +287,7 @@ def start_sender(
         [sys.executable, "-m", "tests.bench.identify_load", orjson.dumps(asdict(config)).decode()],
         stdout=subprocess.PIPE,
         stderr=log.open("ab"),
+        env=child_env(),
     )
 
 

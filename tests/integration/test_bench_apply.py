@@ -1,4 +1,4 @@
-"""The workers' cost harness (``python -m traitstream.bench.apply``) against a real
+"""The workers' cost harness (``python -m tests.bench.apply``) against a real
 PostgreSQL: it must apply what it measures, so that its figure is the worker's."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from traitstream.bench import apply
+from tests.bench import apply
 from traitstream.merge import expand_stamps
 
 

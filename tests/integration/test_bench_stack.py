@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from tests.bench.stack import Stack, StackOptions
 from tests.support.stack import PG_ADMIN_URL, REDIS_URL, wait_until
-from traitstream.bench.stack import Stack, StackOptions
 
 
 def _topics(bootstrap: str) -> set[str]:

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from tests.bench.stack import create_database, drop_database
 from traitstream import kafka_admin
-from traitstream.bench.stack import create_database, drop_database
 from traitstream.exposition import labels_of, metric_total
 from traitstream.localkafka import LocalKafka
 from traitstream.processes import LoggedChild, free_port, pipeline_env

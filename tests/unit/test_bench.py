@@ -9,16 +9,17 @@ import math
 import random
 import struct
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
+from tests.bench import profile, report, stats, workload
+from tests.bench.load import check_loopback
 from traitstream import exposition
 from traitstream.avro import codec, v1
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID, LocalSchemas
-from traitstream.bench import profile, report, stats, workload
-from traitstream.bench.load import check_loopback
 from traitstream.dialects import thrivestack
 from traitstream.dialects.common import Envelope, check_value
 from traitstream.errors import InvalidRecord, InvalidRequest, LimitExceeded
@@ -420,10 +421,27 @@ def test_value_check_shortcut_agrees_with_the_full_walk() -> None:
 
 
 def test_results_never_record_a_password() -> None:
-    from pathlib import Path
-
-    from traitstream.bench.runner import _public
+    from tests.bench.runner import _public
 
     assert _public("postgresql://app:s3cret@127.0.0.1:5432/db") == "postgresql://app:***@127.0.0.1:5432/db"
     assert _public("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert _public(Path("bench-results")) == "bench-results"
+
+
+def test_the_cli_finds_the_bench_in_the_checkout_it_runs_from() -> None:
+    from traitstream import cli
+
+    runner = cli._bench_runner()
+    assert runner.__name__ == "tests.bench.runner"
+    assert hasattr(runner, "BenchOptions")
+
+
+def test_the_cli_refuses_the_bench_outside_a_source_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from traitstream import cli
+
+    # An installed wheel: the package in site-packages, no tests beside it.
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "lib" / "site-packages" / "traitstream" / "cli.py"))
+    with pytest.raises(SystemExit, match="traitstream bench runs from a source checkout: make bench"):
+        cli._bench_runner()

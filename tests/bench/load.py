@@ -1,4 +1,4 @@
-"""The load generator: ``python -m traitstream.bench.load '<json config>'``.
+"""The load generator: ``python -m tests.bench.load '<json config>'``.
 
 Runs in its own process, so that its CPU is not the edge's. Each client keeps one
 HTTP/1.1 keep-alive connection and sends pre-built bodies: a minimal client, so
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from traitstream.bench import stats, workload
+from tests.bench import stats, workload
 
 _BAR_WIDTH = 28
 _LATENCY_SAMPLES = 200_000
@@ -260,7 +260,7 @@ def run(config: LoadConfig) -> LoadResult:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m traitstream.bench.load '<json config>'", file=sys.stderr)
+        print("usage: python -m tests.bench.load '<json config>'", file=sys.stderr)
         return 2
     config = LoadConfig(**orjson.loads(argv[0]))
     result = run(config)

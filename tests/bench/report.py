@@ -203,7 +203,7 @@ def chart(results: dict[str, Any], path: Path, *, small: bool = False) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed: no chart (pip install 'traitstream[bench]')")
+        log.warning("matplotlib is not installed: no chart (pip install -e '.[bench]')")
         return False
     f, limits = results["figures"], results["limits"]
     bars: list[tuple[str, float, str]] = []

@@ -17,7 +17,7 @@
 7. the soak: steady load for longer, sampling the workers' memory;
 8. optionally, py-spy profiles of the edge and the workers under load.
 
-Load comes from ``traitstream.bench.load`` in a separate process.
+Load comes from ``tests.bench.load`` in a separate process.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from traitstream.bench import limits, procs, report, stats
-from traitstream.bench import profile as profiling
-from traitstream.bench.load import LoadConfig, LoadResult
-from traitstream.bench.stack import Stack, StackOptions
+from tests.bench import child_env, limits, procs, report, stats
+from tests.bench import profile as profiling
+from tests.bench.load import LoadConfig, LoadResult
+from tests.bench.stack import Stack, StackOptions
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,9 @@ class Bench:
             url=self.stack.url, api_key=self.stack.api_key, label=label, population=POPULATION, **config
         )
         return subprocess.Popen(
-            [sys.executable, "-m", "traitstream.bench.load", orjson.dumps(asdict(load)).decode()],
+            [sys.executable, "-m", "tests.bench.load", orjson.dumps(asdict(load)).decode()],
             stdout=subprocess.PIPE,
+            env=child_env(),
         )
 
     def _result(self, process: subprocess.Popen[bytes], timeout_s: float) -> LoadResult:
@@ -456,7 +457,7 @@ class Bench:
 
     def profile(self) -> None:
         if profiling.available() is None:
-            _say("py-spy is not installed: no profile (pip install 'traitstream[bench]')")
+            _say("py-spy is not installed: no profile (pip install -e '.[bench]')")
             return
         s = self.stack
         seconds = self.o.profile_s

@@ -65,7 +65,7 @@ def record(pid: int, seconds: float, out: Path, *, subprocesses: bool = False) -
     caller waits for the returned process."""
     exe = available()
     if exe is None:
-        raise FileNotFoundError("py-spy is not installed (pip install 'traitstream[bench]')")
+        raise FileNotFoundError("py-spy is not installed (pip install -e '.[bench]')")
     argv = [
         exe,
         "record",

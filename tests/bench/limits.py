@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import orjson
 import psycopg
 
-from traitstream.bench import workload
+from tests.bench import workload
 
 PG_BATCH = 5_000
 REDIS_BATCH = 2_000

@@ -1,4 +1,4 @@
-"""The workers' own cost per identify, without the stack: ``python -m traitstream.bench.apply``.
+"""The workers' own cost per identify, without the stack: ``python -m tests.bench.apply``.
 
 Decodes and applies the bench's identifies through the worker's code (``split``,
 then ``ProfileStore.apply``) against a scratch database, on one thread, with the
@@ -32,10 +32,10 @@ from typing import Any
 import orjson
 import psycopg
 
+from tests.bench import procs, workload
+from tests.bench.stack import create_database, drop_database
 from traitstream.avro import codec
 from traitstream.avro.schemas import LocalSchemas
-from traitstream.bench import procs, workload
-from traitstream.bench.stack import create_database, drop_database
 from traitstream.config import CommonSettings
 from traitstream.dialects import thrivestack
 from traitstream.dialects.common import Envelope
@@ -170,7 +170,7 @@ def measure(
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m traitstream.bench.apply",
+        prog="python -m tests.bench.apply",
         description="The workers' CPU per identify (and PostgreSQL's, when local), "
         "applying the bench's identifies to a scratch database.",
     )
