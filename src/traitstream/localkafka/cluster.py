@@ -2,7 +2,8 @@
 tests, three for the fault suite.
 
 Every node is a combined broker and controller (``process.roles=broker,controller``)
-with a static quorum of all the nodes, listening on 127.0.0.1. Its data lives in
+with a static quorum of all the nodes, listening on 127.0.0.1 (or on an address of
+its own, in a network namespace of its own, for tests that cut one off). Its data lives in
 ``<data_dir>/node-<id>``: formatted on first start, kept across restarts, so a stopped
 node comes back with its log. Internal topics and new topics' defaults follow the
 cluster's size as production does: with three nodes, replication factor 3 and
