@@ -88,7 +88,7 @@ def _worker(args: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient
     from prometheus_client import start_http_server
 
-    from traitstream.edge.app import schema_source
+    from traitstream.avro.schemas import schema_source
     from traitstream.metrics import WorkerMetrics
     from traitstream.store.database import wait_for_migrations
     from traitstream.store.profiles import ProfileStore

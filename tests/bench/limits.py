@@ -124,7 +124,7 @@ def sample_record() -> tuple[bytes, int]:
 def broker_produce(bootstrap: str, topic: str, count: int, timeout_s: float = 120.0) -> Limit:
     from confluent_kafka import Producer
 
-    from traitstream.edge.publisher import producer_config
+    from traitstream.kafka_producer import producer_config
 
     value, size = sample_record()
     keys = [f"bench:u:{workload.user_id(i)}".encode() for i in range(10_000)]

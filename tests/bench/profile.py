@@ -32,7 +32,10 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("Avro decode and checks", ("traitstream/avro/", "fastavro/")),
-    ("Kafka produce and delivery reports", ("confluent_kafka", "traitstream/edge/publisher.py")),
+    (
+        "Kafka produce and delivery reports",
+        ("confluent_kafka", "traitstream/edge/publisher.py", "traitstream/kafka_producer.py"),
+    ),
     ("Kafka consume and commit", ("consume (traitstream/worker", "commit (traitstream/worker")),
     ("Redis dedupe", ("traitstream/worker/dedupe.py", "redis/")),
     ("plan and merge", ("traitstream/worker/plan.py", "traitstream/merge.py")),

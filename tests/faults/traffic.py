@@ -29,8 +29,8 @@ from tests.support.publish import event
 from tests.support.stack import Stack
 from traitstream.avro import codec
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID
-from traitstream.edge.publisher import producer_config
 from traitstream.events import Op, Operation
+from traitstream.kafka_producer import producer_config
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 

@@ -10,8 +10,8 @@ from confluent_kafka import Producer
 
 from traitstream.avro import codec
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID
-from traitstream.edge.publisher import producer_config
 from traitstream.events import IdentifyEvent, Op, Operation
+from traitstream.kafka_producer import producer_config
 
 
 def event(

@@ -15,9 +15,10 @@ import pytest
 from confluent_kafka import KafkaError
 
 from traitstream.avro.schemas import LocalSchemas
-from traitstream.edge.publisher import KafkaPublisher, RenewableProducer
+from traitstream.edge.publisher import KafkaPublisher
 from traitstream.errors import Unavailable
 from traitstream.events import IdentifyEvent, Op, Operation
+from traitstream.kafka_producer import RenewableProducer
 from traitstream.metrics import EdgeMetrics
 
 
@@ -195,7 +196,7 @@ class FatalProneProducer:
 def test_a_fatal_producer_is_replaced_without_stalling_the_caller() -> None:
     FatalProneProducer.made.clear()
     reports: list[int] = []
-    with patch("traitstream.edge.publisher.Producer", FatalProneProducer):
+    with patch("traitstream.kafka_producer.Producer", FatalProneProducer):
         producer = RenewableProducer("unused:9092", 1.0)
         for n in (1, 2):  # two replacements, the first not yet retired
             producer.produce("identify", b"v", b"k", lambda error, _m, n=n: reports.append(n))

@@ -14,10 +14,11 @@ from confluent_kafka import KafkaError, Producer
 
 from traitstream.avro.schemas import LocalSchemas
 from traitstream.edge import report_signal
-from traitstream.edge.publisher import CLIENT_ID, KafkaPublisher, RenewableProducer, producer_config
+from traitstream.edge.publisher import KafkaPublisher
 from traitstream.edge.report_signal import ReportSignal
 from traitstream.errors import Unavailable
 from traitstream.events import IdentifyEvent, Op, Operation
+from traitstream.kafka_producer import CLIENT_ID, RenewableProducer, producer_config
 from traitstream.metrics import EdgeMetrics
 
 # librdkafka fails timed-out records when it scans for them, about once a second.

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 from fastavro import parse_schema
 
+from traitstream.config import CommonSettings
 from traitstream.errors import InvalidRecord, TraitstreamError, TransientError
 
 LOCAL_SCHEMA_ID = 1
@@ -190,3 +191,11 @@ def _safe_url(url: str) -> str:
     """The URL without credentials, for messages and logs."""
     parsed = httpx.URL(url)
     return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+def schema_source(settings: CommonSettings) -> SchemaSource:
+    """The writer schemas of a process's settings: the registry's when one is set,
+    else the bundled schema."""
+    if settings.schema_registry_url:
+        return RegistrySchemas(settings.schema_registry_url, f"{settings.topic}-value")
+    return LocalSchemas()

@@ -24,8 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from traitstream import __version__
-from traitstream.avro.schemas import LocalSchemas, RegistrySchemas, SchemaSource
-from traitstream.config import CommonSettings, EdgeSettings
+from traitstream.avro.schemas import schema_source
+from traitstream.config import EdgeSettings
 from traitstream.dialects.common import MAX_BODY_BYTES, body_too_large
 from traitstream.edge.auth import Authenticator
 from traitstream.edge.context import EdgeContext, json_response
@@ -38,12 +38,6 @@ from traitstream.store.reads import ProfileReader
 log = logging.getLogger(__name__)
 
 _STATEMENT_TIMEOUT_MS = 5_000
-
-
-def schema_source(settings: CommonSettings) -> SchemaSource:
-    if settings.schema_registry_url:
-        return RegistrySchemas(settings.schema_registry_url, f"{settings.topic}-value")
-    return LocalSchemas()
 
 
 def create_app(

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException
 
-from traitstream.edge.publisher import RenewableProducer
 from traitstream.errors import TransientError
+from traitstream.kafka_producer import RenewableProducer
 from traitstream.worker.batch import DeadLetter
 
 REASON = "traitstream.reason"

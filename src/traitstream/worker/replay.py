@@ -25,8 +25,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from traitstream.avro import codec
 from traitstream.avro.schemas import SchemaSource
 from traitstream.config import CommonSettings
-from traitstream.edge.publisher import RenewableProducer
 from traitstream.errors import InvalidRecord, TransientError
+from traitstream.kafka_producer import RenewableProducer
 from traitstream.worker.batch import next_offsets
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def replay(
     when the broker or the schema registry cannot be reached (nothing is committed
     past what was sent, so running it again is safe)."""
     if schemas is None:
-        from traitstream.edge.app import schema_source
+        from traitstream.avro.schemas import schema_source
 
         schemas = schema_source(settings)
     consumer = Consumer(
