@@ -112,10 +112,15 @@ def busiest_leader(cluster: LocalKafka, stack: Stack, edge: EdgeTraffic) -> int:
     return int(victim)
 
 
+def wait_in_sync(cluster: LocalKafka, stack: Stack, node_id: int) -> None:
+    """Wait until ``node_id`` is back in every partition's ISR."""
+    wait_until(lambda: in_sync(cluster, stack), 60, f"node {node_id} back in sync", every=0.5)
+
+
 def restart(cluster: LocalKafka, stack: Stack, node_id: int) -> None:
     """Start ``node_id`` again and wait until it is back in every partition's ISR."""
     cluster.start_node(node_id, timeout_s=60)
-    wait_until(lambda: in_sync(cluster, stack), 60, f"node {node_id} back in sync", every=0.5)
+    wait_in_sync(cluster, stack, node_id)
 
 
 # --- what the pipeline does ---------------------------------------------------------------
@@ -135,27 +140,39 @@ def wait_serving(
     wait_progress(stack, counters, timeout)
 
 
-def wait_failed_over(
-    cluster: LocalKafka, stack: Stack, edge: EdgeTraffic, counters: CounterTraffic, victim: int, refused: int
+def unresponsive_then_healed(
+    cluster: LocalKafka,
+    stack: Stack,
+    edge: EdgeTraffic,
+    counters: CounterTraffic,
+    silence: Callable[[int], None],
+    heal: Callable[[int], None],
 ) -> None:
-    """With ``victim`` unresponsive (and leading some partitions): wait until a call
-    has timed out with a 503 (more than ``refused``), the controller has fenced the
-    node (its session lapsed), the others lead its partitions and the pipeline
-    serves again without it."""
-    wait_until(lambda: edge.statuses["503"] > refused, 30, "a call to time out with a 503")
-    wait_until(
-        lambda: live_brokers(cluster, excluding=victim) == {1, 2, 3} - {victim},
-        60,
-        f"the controller to fence node {victim}",
-        every=0.5,
-    )
-    wait_until(
-        lambda: victim not in led_by(cluster, stack, excluding=victim),
-        30,
-        f"the others to lead node {victim}'s partitions",
-        every=0.5,
-    )
-    wait_serving(stack, edge, counters)
+    """``silence`` the busiest leader (it stays up, and answers nothing) until a call
+    has timed out with a 503, the controller has fenced the node (its session lapsed),
+    the others lead its partitions and the pipeline serves again without it; then
+    ``heal`` it and wait until it is back in every ISR."""
+    victim = busiest_leader(cluster, stack, edge)
+    refused = edge.statuses["503"]
+    silence(victim)
+    try:
+        wait_until(lambda: edge.statuses["503"] > refused, 30, "a call to time out with a 503")
+        wait_until(
+            lambda: live_brokers(cluster, excluding=victim) == {1, 2, 3} - {victim},
+            60,
+            f"the controller to fence node {victim}",
+            every=0.5,
+        )
+        wait_until(
+            lambda: victim not in led_by(cluster, stack, excluding=victim),
+            30,
+            f"the others to lead node {victim}'s partitions",
+            every=0.5,
+        )
+        wait_serving(stack, edge, counters)
+    finally:
+        heal(victim)
+    wait_in_sync(cluster, stack, victim)
 
 
 def assert_recovered(
@@ -252,14 +269,9 @@ def test_frozen_node_past_the_timeouts_then_resumed(
     started = pids(stack)
 
     with mixed_traffic(stack) as (edge, counters):
-        victim = busiest_leader(kafka_cluster, stack, edge)
-        refused = edge.statuses["503"]
-        kafka_cluster.pause_node(victim)
-        try:
-            wait_failed_over(kafka_cluster, stack, edge, counters, victim, refused)
-        finally:
-            kafka_cluster.resume_node(victim)
-        wait_until(lambda: in_sync(kafka_cluster, stack), 60, f"node {victim} back in sync", every=0.5)
+        unresponsive_then_healed(
+            kafka_cluster, stack, edge, counters, kafka_cluster.pause_node, kafka_cluster.resume_node
+        )
         wait_serving(stack, edge, counters, calls=HEALED_CALLS)
 
     assert_recovered(stack, edge, counters, started)
@@ -315,14 +327,8 @@ def test_node_cut_off_from_the_network_then_reconnected(
     started = pids(stack)
 
     with mixed_traffic(stack) as (edge, counters):
-        victim = busiest_leader(cluster, stack, edge)
-        refused = edge.statuses["503"]
-        cluster.network.cut(victim)
-        try:
-            wait_failed_over(cluster, stack, edge, counters, victim, refused)
-        finally:
-            cluster.network.reconnect(victim)
-        wait_until(lambda: in_sync(cluster, stack), 60, f"node {victim} back in sync", every=0.5)
+        network = cluster.network
+        unresponsive_then_healed(cluster, stack, edge, counters, network.cut, network.reconnect)
         wait_serving(stack, edge, counters, calls=HEALED_CALLS)
 
     assert_recovered(stack, edge, counters, started)

@@ -63,12 +63,13 @@ def settled(read: Callable[[], float], timeout: float = 10, every: float = 0.3) 
 
 
 class Broker:
-    """Apache Kafka for tests: ``size`` local nodes on free ports, or the broker
-    named by TRAITSTREAM_TEST_KAFKA. ``cluster`` is None with an external broker."""
+    """Apache Kafka for tests: a local node on a free port, or the broker named by
+    TRAITSTREAM_TEST_KAFKA. ``cluster`` is None with an external broker (the fault
+    suite's three-node clusters come from its own fixtures)."""
 
-    def __init__(self, size: int = 1) -> None:
+    def __init__(self) -> None:
         external = os.environ.get("TRAITSTREAM_TEST_KAFKA")
-        self.cluster = None if external else LocalKafka(size, heap_mb=512).start()
+        self.cluster = None if external else LocalKafka(1, heap_mb=512).start()
         self.bootstrap = external or self.cluster.bootstrap  # type: ignore[union-attr]
 
     def stop(self) -> None:
