@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -24,25 +21,11 @@ from traitstream import kafka_admin, processes
 from traitstream.config import DevSettings
 from traitstream.exposition import metric_total
 from traitstream.localkafka import KafkaUnavailable, LocalKafka
+from traitstream.processes import Child
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Child:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    started_at: float = field(default=0.0)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, preexec_fn=processes.die_with_parent)
-        self.started_at = time.monotonic()
-        log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
 def _child_env(settings: DevSettings, **extra: str) -> dict[str, str]:
@@ -86,11 +69,13 @@ class DevStack:
 
     def spawn(self) -> None:
         s = self.settings
-        exe = [sys.executable, "-m", "traitstream"]
-        self.children.append(Child("edge", [*exe, "edge"], _child_env(s)))
+        self.children.append(Child("edge", processes.command("edge"), _child_env(s)))
         for index in range(s.workers):
-            env = _child_env(s, TRAITSTREAM_METRICS_PORT=str(s.metrics_port + index))
-            self.children.append(Child(f"worker-{index + 1}", [*exe, "worker"], env))
+            port = s.metrics_port + index
+            env = _child_env(s, TRAITSTREAM_METRICS_PORT=str(port))
+            self.children.append(
+                Child(f"worker-{index + 1}", processes.command("worker"), env, metrics_port=port)
+            )
         for child in self.children:
             child.start()
 
@@ -113,17 +98,13 @@ class DevStack:
     def supervise(self) -> None:
         while not self._stopping.wait(0.5):
             for child in self.children:
-                if child.process is not None and child.process.poll() is not None:
-                    code = child.process.returncode
+                code = child.exit_status()
+                if code is not None:
                     delay = min(30.0, 2.0 ** min(child.restarts, 5))
                     if time.monotonic() - child.started_at < delay:
                         continue
-                    child.restarts += 1
                     log.warning(
-                        "%s exited with %s; restarting (restart %d)",
-                        child.name,
-                        code,
-                        child.restarts,
+                        "%s exited with %s; restarting (restart %d)", child.name, code, child.restarts + 1
                     )
                     child.start()
 
@@ -131,16 +112,12 @@ class DevStack:
         self._stopping.set()
 
     def shutdown(self, grace_s: float = 15.0) -> None:
-        for child in self.children:
-            if child.process is not None and child.process.poll() is None:
+        for child in self.children:  # every child is asked first, so they stop together
+            if child.alive() and child.process is not None:
                 child.process.terminate()
         deadline = time.monotonic() + grace_s
         for child in self.children:
-            if child.process is None:
-                continue
-            _status, killed = processes.stop(child.process, max(0.1, deadline - time.monotonic()))
-            if killed:
-                log.warning("%s did not stop in time; it was killed", child.name)
+            child.stop(max(0.1, deadline - time.monotonic()))
         if self.broker is not None:
             self.broker.stop(grace_s=30)
         log.info("every process stopped")

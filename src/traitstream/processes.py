@@ -1,7 +1,8 @@
-"""The pipeline's child processes: a free local port, the environment that points
-a child at its services (``traitstream dev``, the bench and the tests), a child
-whose output goes to a log file (the bench and the tests), and stopping one (ask,
-wait, and kill it if it lingers)."""
+"""The pipeline's child processes, started the same way by ``traitstream dev``, the
+bench and the tests: a free local port, the environment that points a child at its
+services, the command of a role (``edge``, ``worker``), the child itself (its output
+to a log file or to ours; it dies with its parent), and stopping one (ask, wait, and
+kill it if it lingers)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,23 +94,41 @@ def stop(process: subprocess.Popen[bytes], grace_s: float, sig: int = signal.SIG
         return process.wait(), True
 
 
+def command(role: str) -> list[str]:
+    """The argv that runs ``traitstream <role>`` with this interpreter."""
+    return [sys.executable, "-m", "traitstream", role]
+
+
 @dataclass
-class LoggedChild:
-    """A child process whose output (stdout and stderr) is appended to ``log_path``.
-    ``metrics_port``: where a worker serves its metrics, for whoever reads them."""
+class Child:
+    """A child process of the pipeline. Its output (stdout and stderr) is appended
+    to ``log_path``, or shares this process's when that is None. It gets SIGTERM
+    when this process dies (``die_with_parent``). ``metrics_port``: where a worker
+    serves its metrics, for whoever reads them. ``start`` may be called again once
+    it has exited (a supervisor's restart); ``restarts`` counts those."""
 
     name: str
     argv: list[str]
     env: dict[str, str]
-    log_path: Path
+    log_path: Path | None = None
     metrics_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
     _log: IO[bytes] | None = None
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
-        self.process = subprocess.Popen(self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        if self.process is not None:
+            self.restarts += 1
+        if self.log_path is not None and self._log is None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop
+        output = subprocess.STDOUT if self._log is not None else None
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=self._log, stderr=output, preexec_fn=die_with_parent
+        )
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
 
     @property
     def metrics_url(self) -> str:
@@ -123,6 +143,10 @@ class LoggedChild:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def exit_status(self) -> int | None:
+        """The exit status once it has exited; None while it runs or before it started."""
+        return None if self.process is None else self.process.poll()
 
     def stop(self, timeout_s: float = 20.0, sig: int = signal.SIGTERM) -> int | None:
         """Send ``sig``, wait up to ``timeout_s`` and kill it if need be; its exit

@@ -51,7 +51,7 @@ from tests.bench import child_env, procs, stats
 from tests.bench.identify_load import SenderConfig
 from tests.bench.stack import Stack, StackOptions
 from traitstream.localkafka import LocalKafka
-from traitstream.processes import LoggedChild, free_port
+from traitstream.processes import Child, command, free_port
 
 PROTOCOLS = ("eager", "cooperative-sticky", "consumer")
 STEPS = (1, 3, 6, 1)
@@ -170,20 +170,20 @@ class Fleet:
     log_dir: Path
     label: str
     log_level: str = "info"
-    live: list[LoggedChild] = field(default_factory=list)
-    leaving: dict[str, tuple[LoggedChild, float]] = field(default_factory=dict)
+    live: list[Child] = field(default_factory=list)
+    leaving: dict[str, tuple[Child, float]] = field(default_factory=dict)
     """Workers sent SIGTERM, with when."""
     exits: dict[str, dict[str, Any]] = field(default_factory=dict)
-    everyone: list[LoggedChild] = field(default_factory=list)
+    everyone: list[Child] = field(default_factory=list)
 
     def add(self, count: int) -> None:
         """Start ``count`` workers in the group (without waiting for them)."""
         for _ in range(count):
             name = f"worker-{len(self.everyone) + 1}"
             port = free_port()
-            child = LoggedChild(
+            child = Child(
                 name,
-                [sys.executable, "-m", "traitstream", "worker"],
+                command("worker"),
                 self.stack.env(
                     TRAITSTREAM_GROUP_ID=self.group,
                     TRAITSTREAM_GROUP_PROTOCOL=self.protocol,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from traitstream import kafka_admin
 from traitstream.localkafka import LocalKafka
-from traitstream.processes import LoggedChild, free_port, pipeline_env
+from traitstream.processes import Child, command, free_port, pipeline_env
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
@@ -80,8 +79,8 @@ class Stack:
     bootstrap: str = ""
     database_url: str = ""
     broker: LocalKafka | None = None
-    edge: LoggedChild | None = None
-    workers: list[LoggedChild] = field(default_factory=list)
+    edge: Child | None = None
+    workers: list[Child] = field(default_factory=list)
     _scratch: str | None = None
     _probe: psycopg.Connection[Any] | None = None
     _generation: int = 0
@@ -120,9 +119,9 @@ class Stack:
 
     def start_edge(self) -> None:
         o = self.options
-        self.edge = LoggedChild(
+        self.edge = Child(
             "edge",
-            [sys.executable, "-m", "traitstream", "edge"],
+            command("edge"),
             self.env(
                 TRAITSTREAM_HTTP_PORT=str(self.http_port), TRAITSTREAM_HTTP_WORKERS=str(o.edge_processes)
             ),
@@ -179,9 +178,9 @@ class Stack:
         group = f"group-{self.topic}-{self._generation}"
         for index in range(o.workers):
             port = free_port()
-            child = LoggedChild(
+            child = Child(
                 f"worker-{index + 1}",
-                [sys.executable, "-m", "traitstream", "worker"],
+                command("worker"),
                 self.env(
                     TRAITSTREAM_METRICS_PORT=str(port),
                     TRAITSTREAM_GROUP_ID=group,
@@ -199,7 +198,7 @@ class Stack:
             child.stop()
         self.workers = []
 
-    def _metrics_up(self, child: LoggedChild) -> bool:
+    def _metrics_up(self, child: Child) -> bool:
         try:
             return httpx.get(child.metrics_url, timeout=2).status_code == 200
         except httpx.HTTPError:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from tests.bench.stack import create_database, drop_database
 from traitstream import kafka_admin
 from traitstream.exposition import labels_of, metric_total
 from traitstream.localkafka import LocalKafka
-from traitstream.processes import LoggedChild, free_port, pipeline_env
+from traitstream.processes import Child, command, free_port, pipeline_env
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
@@ -88,7 +87,7 @@ def scratch_database(prefix: str = "ts_test") -> Iterator[str]:
         drop_database(PG_ADMIN_URL, name)
 
 
-class Proc(LoggedChild):
+class Proc(Child):
     """A child of the stack under test, with the faults tests put it through."""
 
     def kill(self) -> None:
@@ -168,7 +167,7 @@ class Stack:
     def start_edge(self, wait: bool = True) -> Proc:
         self.edge = Proc(
             "edge",
-            [sys.executable, "-m", "traitstream", "edge"],
+            command("edge"),
             self.env(),
             LOG_DIR / f"{self.topic}-edge.log",
         )
@@ -190,7 +189,7 @@ class Stack:
         port = free_port()
         proc = Proc(
             f"worker-{index}",
-            [sys.executable, "-m", "traitstream", "worker"],
+            command("worker"),
             self.env(TRAITSTREAM_METRICS_PORT=str(port), PGAPPNAME=self.worker_app_name(index), **extra_env),
             LOG_DIR / f"{self.topic}-worker-{index}.log",
             metrics_port=port,

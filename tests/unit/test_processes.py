@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_a_logged_child_appends_its_output_and_reports_its_status(tmp_path: Path
     log_path.parent.mkdir()
     log_path.write_text("earlier run\n")
     code = "import sys; print('out'); print('err', file=sys.stderr); raise SystemExit(4)"
-    child = processes.LoggedChild("child", [sys.executable, "-u", "-c", code], dict(os.environ), log_path)
+    child = processes.Child("child", [sys.executable, "-u", "-c", code], dict(os.environ), log_path)
     child.start()
     assert child.pid > 0
     assert child.process is not None and child.process.wait(10) == 4
@@ -49,15 +50,65 @@ def test_a_logged_child_appends_its_output_and_reports_its_status(tmp_path: Path
     assert log_path.read_text().splitlines() == ["earlier run", "out", "err"]
 
 
+def test_a_restarted_child_keeps_its_log_and_counts_the_restart(tmp_path: Path) -> None:
+    log_path = tmp_path / "child.log"
+    child = processes.Child("child", [sys.executable, "-u", "-c", "print('ran')"], dict(os.environ), log_path)
+    assert child.exit_status() is None  # not started
+    child.start()
+    assert child.process is not None and child.process.wait(10) == 0
+    assert child.exit_status() == 0 and child.restarts == 0
+    child.start()
+    assert child.process.wait(10) == 0
+    assert child.stop(5) == 0
+    assert child.restarts == 1
+    assert log_path.read_text().splitlines() == ["ran", "ran"]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and has not exited (a zombie waits only for its reaping)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_child_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """The child of a parent killed with SIGKILL is not left behind."""
+    pid_file = tmp_path / "grandchild.pid"
+    parent = (
+        "import os, sys, time\n"
+        "from traitstream import processes\n"
+        "argv = [sys.executable, '-c', 'import time; time.sleep(60)']\n"
+        "child = processes.Child('sleeper', argv, dict(os.environ))\n"
+        "child.start()\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", parent])
+    try:
+        deadline = time.monotonic() + 20
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        grandchild = int(pid_file.read_text())
+        runner.kill()
+        runner.wait(10)
+        deadline = time.monotonic() + 10
+        while _running(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(grandchild), "the child outlived the parent that was killed"
+    finally:
+        runner.kill()
+
+
 def test_a_child_never_started_stops_as_nothing() -> None:
-    child = processes.LoggedChild("idle", ["true"], {}, Path("unused.log"))
+    child = processes.Child("idle", ["true"], {}, Path("unused.log"))
     assert child.stop(1) is None and child.pid == 0 and not child.alive()
 
 
 def test_a_workers_metrics_url_is_on_this_machine() -> None:
-    worker = processes.LoggedChild("worker-0", ["true"], {}, Path("unused.log"), metrics_port=9123)
+    worker = processes.Child("worker-0", ["true"], {}, Path("unused.log"), metrics_port=9123)
     assert worker.metrics_url == "http://127.0.0.1:9123/metrics"
-    edge = processes.LoggedChild("edge", ["true"], {}, Path("unused.log"))
+    edge = processes.Child("edge", ["true"], {}, Path("unused.log"))
     with pytest.raises(ValueError, match="edge has no metrics port"):
         _ = edge.metrics_url
 
