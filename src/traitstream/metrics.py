@@ -3,11 +3,12 @@ bounded (never a user id, key or workspace in a label)."""
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Finer around one second, the end-to-end target: a quantile read from a histogram
@@ -16,9 +17,22 @@ E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0,
 SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
 
 
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's variable: where the processes of one server keep their
+metrics, so that any of them can answer a scrape for all. It must be set before
+prometheus_client is imported in a process."""
+
+
 class EdgeMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """The edge's metrics. ``multiprocess_dir``: the edge runs as several processes
+    sharing one port, each keeping its values under that directory (see
+    ``MULTIPROCESS_DIR_ENV``); ``exposition`` then answers for them all."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self._multiprocess_dir = multiprocess_dir
         r = self.registry
         self.requests = Counter(
             "traitstream_edge_requests",
@@ -59,10 +73,25 @@ class EdgeMetrics:
             "traitstream_edge_in_flight_requests",
             "Requests being handled",
             registry=r,
+            multiprocess_mode="livesum",
         )
         # Each labelled child looked up once: ``labels`` takes a lock and builds a key
         # on every call, twice per request otherwise.
         self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition: of this process, or of every process of
+        the edge when they share a ``multiprocess_dir``."""
+        if self._multiprocess_dir is None:
+            return bytes(generate_latest(self.registry))
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(merged))
+
+    def close(self) -> None:
+        """At the process's exit: its live gauges stop counting in the others' answers."""
+        if self._multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self._multiprocess_dir)  # type: ignore[no-untyped-call]
 
     def count_request(self, dialect: str, status: int) -> None:
         self._child(self.requests, dialect, str(status)).inc()

@@ -429,9 +429,9 @@ def test_results_never_record_a_password() -> None:
 
 
 def test_the_cli_finds_the_bench_in_the_checkout_it_runs_from() -> None:
-    from traitstream import cli
+    from traitstream.commands import bench
 
-    runner = cli._bench_runner()
+    runner = bench.bench_runner()
     assert runner.__name__ == "tests.bench.runner"
     assert hasattr(runner, "BenchOptions")
 
@@ -439,9 +439,10 @@ def test_the_cli_finds_the_bench_in_the_checkout_it_runs_from() -> None:
 def test_the_cli_refuses_the_bench_outside_a_source_checkout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from traitstream import cli
+    from traitstream.commands import bench
 
     # An installed wheel: the package in site-packages, no tests beside it.
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "lib" / "site-packages" / "traitstream" / "cli.py"))
+    installed = tmp_path / "lib" / "site-packages" / "traitstream" / "commands" / "bench.py"
+    monkeypatch.setattr(bench, "__file__", str(installed))
     with pytest.raises(SystemExit, match="traitstream bench runs from a source checkout: make bench"):
-        cli._bench_runner()
+        bench.bench_runner()

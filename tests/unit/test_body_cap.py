@@ -9,11 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 
 from traitstream.dialects.common import MAX_BODY_BYTES
-from traitstream.edge.app import CappedReceive, EdgeApp, direct_endpoints
 from traitstream.edge.context import EdgeContext
+from traitstream.edge.fast_path import CappedReceive, FastPath, direct_endpoints
 from traitstream.edge.routes import segment as segment_routes
 from traitstream.errors import LimitExceeded
 from traitstream.metrics import EdgeMetrics
@@ -86,10 +86,10 @@ def test_a_disconnect_is_handed_on() -> None:
     assert message == {"type": "http.disconnect"}
 
 
-# --- EdgeApp: the identify routes, served ahead of FastAPI --------------------------
+# --- FastPath: the identify routes, served ahead of FastAPI --------------------------
 
 
-def call(app: EdgeApp, method: str, path: str, body: bytes = b"{}") -> list[dict[str, Any]]:
+def call(app: FastPath, method: str, path: str, body: bytes = b"{}") -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -112,12 +112,10 @@ def call(app: EdgeApp, method: str, path: str, body: bytes = b"{}") -> list[dict
 
 
 def test_a_direct_route_that_raises_still_answers_500() -> None:
-    app = EdgeApp()
-
     async def broken(request: Request) -> Response:
         raise RuntimeError("a bug")
 
-    app.direct = {("POST", "/api/identify"): broken}
+    app = FastPath(FastAPI(), {("POST", "/api/identify"): broken})
     start, body = call(app, "POST", "/api/identify")
     assert start["status"] == 500
     assert orjson.loads(body["body"]) == {"error": {"status": 500, "message": "internal error"}}
@@ -127,9 +125,8 @@ def test_a_direct_route_that_raises_still_answers_500() -> None:
 
 
 def test_segment_routes_refuse_bodies_past_the_cap_with_segments_own_limits() -> None:
-    app = EdgeApp()
     ctx = EdgeContext(publisher=None, auth=None, reader=None, metrics=EdgeMetrics())  # type: ignore[arg-type]
-    app.direct = direct_endpoints([segment_routes.router(ctx)])
+    app = FastPath(FastAPI(), direct_endpoints([segment_routes.router(ctx)]))
     for path, limit in (("/v1/identify", "32 KB per event"), ("/v1/batch", "500 KB per batch")):
         start, body = call(app, "POST", path, b"x" * (MAX_BODY_BYTES + 1))
         assert start["status"] == 413
@@ -138,15 +135,13 @@ def test_segment_routes_refuse_bodies_past_the_cap_with_segments_own_limits() ->
 
 
 def test_a_direct_route_reads_its_body_through_the_cap() -> None:
-    app = EdgeApp()
-
     async def echo(request: Request) -> Response:
         try:
             return Response(await request.body(), media_type="application/json")
         except LimitExceeded as exc:  # as every identify route's handler answers it
             return Response(exc.message, status_code=413)
 
-    app.direct = {("POST", "/api/identify"): echo}
+    app = FastPath(FastAPI(), {("POST", "/api/identify"): echo})
     start, body = call(app, "POST", "/api/identify", b'{"user_id":"u"}')
     assert start["status"] == 200 and body["body"] == b'{"user_id":"u"}'
     start, body = call(app, "POST", "/api/identify", b"x" * (MAX_BODY_BYTES + 1))
@@ -154,12 +149,10 @@ def test_a_direct_route_reads_its_body_through_the_cap() -> None:
 
 
 def test_other_paths_and_methods_go_on_to_fastapi() -> None:
-    app = EdgeApp()
-
     async def never(request: Request) -> Response:
         raise AssertionError("not a direct route")
 
-    app.direct = {("POST", "/api/identify"): never}
+    app = FastPath(FastAPI(), {("POST", "/api/identify"): never})
     for method, path in (("GET", "/api/identify"), ("POST", "/elsewhere")):
         start, body = call(app, method, path)
         assert start["status"] == 404 and body["body"] == b'{"detail":"Not Found"}'
