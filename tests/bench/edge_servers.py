@@ -32,7 +32,7 @@ from tests.bench.procs import cpu_seconds, load_average, tree
 from tests.bench.stack import create_database, drop_database, wait_for
 from traitstream import kafka_admin
 from traitstream.localkafka import LocalKafka
-from traitstream.processes import LoggedChild, free_port, pipeline_env
+from traitstream.processes import Child, free_port, pipeline_env
 from traitstream.store import keys
 from traitstream.store.database import migrate
 
@@ -44,7 +44,7 @@ WARM_UP = 3000
 @dataclass
 class Server:
     name: str
-    child: LoggedChild
+    child: Child
     port: int
     us_per_request: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
@@ -106,7 +106,7 @@ def measure(options: argparse.Namespace) -> list[Server]:
                 TRAITSTREAM_HTTP_WORKERS=str(options.edge_processes),
                 TRAITSTREAM_LOG_FORMAT="json",
             )
-            child = LoggedChild(name, argv, env, Path(options.log_dir) / f"{name}.log")
+            child = Child(name, argv, env, Path(options.log_dir) / f"{name}.log")
             child.start()
             servers.append(Server(name, child, port))
         for server in servers:
