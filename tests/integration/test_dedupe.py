@@ -11,8 +11,8 @@ import redis
 
 from tests.support.stack import REDIS_URL
 from traitstream.events import IdentifyEvent
-from traitstream.store.profiles import Positioned
 from traitstream.worker.dedupe import RedisDeduper, claim_key
+from traitstream.worker.records import Positioned
 
 TOPIC = "identify"
 

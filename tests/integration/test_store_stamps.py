@@ -15,7 +15,8 @@ from tests.support.stack import scratch_database
 from traitstream.events import IdentifyEvent, Op, Operation, user_profile_id
 from traitstream.merge import expand_stamps
 from traitstream.store.database import migrate, pending_migrations, wait_for_migrations
-from traitstream.store.profiles import Positioned, ProfileStore
+from traitstream.store.profiles import ProfileStore
+from traitstream.worker.records import Positioned
 
 WS = "ws-stamps"
 TOPIC = "identify-stamps"

@@ -1,11 +1,12 @@
-"""The worker's side of the profile store: apply one batch in one transaction.
+"""The worker's profile store in PostgreSQL: apply one batch in one transaction.
 
-Contract of ``ProfileStore.apply``: blocks on the database; either everything in
-the batch (profiles, identities, the partitions' next offsets) commits or nothing
-does. It raises ``StoreRejected`` when the batch holds a record PostgreSQL refuses
-(a value it cannot store, a constraint), and ``TransientError`` for anything a retry can fix (connection lost,
-deadlock, serialization failure); retrying the same batch is always safe, because
-records below a partition's committed next offset are skipped.
+``ProfileStore`` implements the worker's ``ProfileWriter`` (its contract, in
+``worker/interfaces.py``): blocks on the database; either everything in the batch
+(profiles, identities, the partitions' next offsets) commits or nothing does. It
+raises ``StoreRejected`` when the batch holds a record PostgreSQL refuses (a value it
+cannot store, a constraint), and ``TransientError`` for anything a retry can fix
+(connection lost, deadlock, serialization failure); retrying the same batch is always
+safe, because records below a partition's committed next offset are skipped.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 import psycopg
@@ -26,6 +26,7 @@ from psycopg.types.json import set_json_loads
 from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
 from traitstream.merge import Profile
+from traitstream.worker.interfaces import ProfileWriter
 from traitstream.worker.plan import (
     AnonKey,
     BatchPlan,
@@ -35,29 +36,9 @@ from traitstream.worker.plan import (
     plan_batch,
     rows_to_load,
 )
+from traitstream.worker.records import ApplyResult, Positioned, RejectHandler
 
 log = logging.getLogger(__name__)
-
-
-class Positioned(NamedTuple):
-    """A decoded event and where it sits in the topic. A named tuple: the worker
-    makes one per record, and a frozen dataclass costs twice as much to build."""
-
-    partition: int
-    offset: int
-    event: IdentifyEvent
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    applied: tuple[IdentifyEvent, ...]
-    already_applied: int
-    conflicts: int
-    rejected: tuple[Positioned, ...] = ()
-    """Records refused for the profile size cap (handed to ``on_rejected`` before commit)."""
-
-
-RejectHandler = Callable[[Sequence[Positioned]], None]
 
 
 _LOCK_OFFSETS = """
@@ -157,7 +138,7 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-class ProfileStore:
+class ProfileStore(ProfileWriter):
     def __init__(self, url: str, topic: str) -> None:
         self._url = url
         self._topic = topic

@@ -8,30 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from traitstream.avro import codec
 from traitstream.avro.schemas import SchemaSource
 from traitstream.errors import InvalidRecord
-from traitstream.store.profiles import Positioned
-
-
-class Message(Protocol):
-    """What the worker reads of a Kafka message (confluent_kafka.Message fits)."""
-
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def value(self) -> bytes | None: ...
-    def key(self) -> bytes | None: ...
-    def headers(self) -> list[tuple[str, bytes]] | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    message: Any
-    reason: str
-    detail: str
+from traitstream.worker.interfaces import Message
+from traitstream.worker.records import DeadLetter, Positioned
 
 
 @dataclass(slots=True)

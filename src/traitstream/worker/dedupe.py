@@ -14,25 +14,12 @@ more client CPU (building and parsing 2,000 commands) than the claims themselves
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import redis
 
 from traitstream.errors import TransientError
-from traitstream.store.profiles import Positioned
-
-
-class Deduper(Protocol):
-    """Splits records into first sightings and duplicates.
-
-    Blocks on one network round trip. Raises ``TransientError`` when the store
-    cannot be reached; calling again with the same records is safe."""
-
-    def first_seen(self, topic: str, records: Sequence[Positioned]) -> list[bool]: ...
-
-    def release(self, records: Sequence[Positioned]) -> None:
-        """Forget the claims of records that were not applied (so a replay can apply them)."""
-        ...
+from traitstream.worker.interfaces import Deduper
+from traitstream.worker.records import Positioned
 
 
 def claim_key(record: Positioned) -> str:
@@ -53,7 +40,7 @@ return table.concat(flags)
 """
 
 
-class RedisDeduper:
+class RedisDeduper(Deduper):
     def __init__(self, url: str, ttl_s: int) -> None:
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._ttl_s = ttl_s

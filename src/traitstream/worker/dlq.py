@@ -15,13 +15,14 @@ from confluent_kafka import KafkaError, KafkaException
 
 from traitstream.errors import TransientError
 from traitstream.kafka_producer import RenewableProducer
-from traitstream.worker.batch import DeadLetter
+from traitstream.worker.interfaces import DeadLetterSink
+from traitstream.worker.records import DeadLetter
 
 REASON = "traitstream.reason"
 ERROR = "traitstream.error"
 
 
-class DeadLetters:
+class DeadLetters(DeadLetterSink):
     def __init__(self, bootstrap: str, source_topic: str, dlq_topic: str, timeout_s: float = 30.0) -> None:
         self._producer = RenewableProducer(bootstrap, timeout_s)
         self._source = source_topic

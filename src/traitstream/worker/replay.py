@@ -111,11 +111,8 @@ def replay(
                     f"the broker did not take the replayed records: {errors[:3]}", source="kafka"
                 )
             consumer.commit(
-                offsets=[
-                    TopicPartition(settings.dlq_topic, p, o)
-                    for p, o in next_offsets(messages).items()  # type: ignore[arg-type]
-                ],
-                asynchronous=False,  # type: ignore[call-overload]
+                offsets=[TopicPartition(settings.dlq_topic, p, o) for p, o in next_offsets(messages).items()],
+                asynchronous=False,
             )
             replayed += sent
             skipped += len(messages) - sent
