@@ -26,9 +26,9 @@ services:
 test: install
 	$(BIN)/python -m pytest
 
-## Unit tests only: no network, seconds.
+## Unit tests only, and the in-memory half of the contract tests: no network, seconds.
 unit: install
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest tests/unit tests/contract -m "not integration"
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -22,7 +22,25 @@ REASON = "traitstream.reason"
 ERROR = "traitstream.error"
 
 
+Headers = list[tuple[str, str | bytes | None]]
+"""Kafka record headers, as producers take them."""
+
+
+def headers(letter: DeadLetter, source_topic: str) -> Headers:
+    """What a dead letter carries beside the original key and value."""
+    message = letter.message
+    return [
+        (REASON, letter.reason.encode()),
+        (ERROR, letter.detail.encode()),
+        ("traitstream.topic", source_topic.encode()),
+        ("traitstream.partition", str(message.partition()).encode()),
+        ("traitstream.offset", str(message.offset()).encode()),
+    ]
+
+
 class DeadLetters(DeadLetterSink):
+    """The dead-letter topic on the broker, through an idempotent producer."""
+
     def __init__(self, bootstrap: str, source_topic: str, dlq_topic: str, timeout_s: float = 30.0) -> None:
         self._producer = RenewableProducer(bootstrap, timeout_s)
         self._source = source_topic
@@ -46,13 +64,7 @@ class DeadLetters(DeadLetterSink):
                     self._topic,
                     value=message.value(),
                     key=message.key(),
-                    headers=[
-                        (REASON, letter.reason.encode()),
-                        (ERROR, letter.detail.encode()),
-                        ("traitstream.topic", self._source.encode()),
-                        ("traitstream.partition", str(message.partition()).encode()),
-                        ("traitstream.offset", str(message.offset()).encode()),
-                    ],
+                    headers=headers(letter, self._source),
                     on_delivery=report,
                 )
         except (BufferError, KafkaException) as exc:
