@@ -354,14 +354,27 @@ def test_the_next_member_starts_at_the_committed_offsets(kafka_side: Kafka) -> N
     assert consume(second, 1, timeout=1) == []
 
 
+def described_id(admin: TopicAdmin, topic: str) -> str:
+    """The topic's id, once the broker knows the topic (a new topic's metadata may
+    reach the broker a moment after its creation returned: the worker retries too)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return str(
+                admin.describe_topics(TopicCollection([topic]), request_timeout=10)[topic].result().topic_id
+            )
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_a_topic_is_described_with_its_id(kafka_side: Kafka) -> None:
     topic = f"contract-{uuid.uuid4().hex[:8]}"
     kafka_side.create_topic(topic, 1)
-    first = kafka_side.admin.describe_topics(TopicCollection([topic]), request_timeout=10)
-    topic_id = str(first[topic].result().topic_id)
+    topic_id = described_id(kafka_side.admin, topic)
     assert topic_id
-    again = kafka_side.admin.describe_topics(TopicCollection([topic]), request_timeout=10)
-    assert str(again[topic].result().topic_id) == topic_id
+    assert described_id(kafka_side.admin, topic) == topic_id
     missing = f"missing-{uuid.uuid4().hex[:8]}"
     with pytest.raises(KafkaException):
         kafka_side.admin.describe_topics(TopicCollection([missing]), request_timeout=10)[missing].result()
