@@ -33,8 +33,20 @@ def _imports(path: Path) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
             found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+            # ``from package import name``: a module when there is one by that name.
+            found.update(f"{base}.{alias.name}" for alias in node.names if _is_module(f"{base}.{alias.name}"))
     return {m for m in found if m == PACKAGE or m.startswith(f"{PACKAGE}.")}
+
+
+def _is_module(name: str) -> bool:
+    if not name.startswith(f"{PACKAGE}."):
+        return False
+    path = ROOT.joinpath(*name.split(".")[1:])
+    return (
+        path.with_suffix(".py").exists()
+        or (path / "__init__.py").exists()
+        or bool(list(path.parent.glob(f"{path.name}.*.so")))
+    )
 
 
 def _unit(module: str) -> str | None:
@@ -95,7 +107,8 @@ def test_the_walk_sees_the_package() -> None:
     graph = unit_graph()
     assert {"worker", "store", "edge", "avro", "dialects", "cli"} <= graph.keys()
     assert "worker" in graph["store"], "the store implements the worker's interfaces"
-    assert "store" in graph["cli"], "the composition root wires the store in"
+    roots = [u for u, edges in graph.items() if {"worker", "store"} <= edges.keys()]
+    assert roots, "some composition root wires the store into the worker"
 
 
 def test_no_import_cycle_between_top_level_parts() -> None:

@@ -5,9 +5,9 @@
 ``process.BatchProcessor``'s; this module joins the group, starts each partition
 where the store says it was applied to, and reports the group's lag.
 
-The worker sees its collaborators through ``worker/interfaces.py`` only; ``cli.py``
-wires in the real ones (Kafka, Redis, PostgreSQL), the tests the in-memory ones of
-``worker/memory.py``.
+The worker sees its collaborators through ``worker/interfaces.py`` only;
+``commands/worker.py`` wires in the real ones (Kafka, Redis, PostgreSQL), the tests
+the in-memory ones of ``worker/memory/``.
 """
 
 from __future__ import annotations

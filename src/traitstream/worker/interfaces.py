@@ -2,9 +2,9 @@
 
 The batch loop (``worker/consumer.py``, ``worker/process.py``) is written against
 these Protocols only. The real implementations are wired in by the composition root
-(``cli.py``): confluent_kafka's ``Consumer`` and ``AdminClient``, ``store.profiles.
-ProfileStore`` (PostgreSQL), ``dedupe.RedisDeduper`` and ``dlq.DeadLetters``. The
-in-memory ones in ``worker/memory.py`` keep the same promises; the contract tests
+(``commands/worker.py``): confluent_kafka's ``Consumer`` and ``AdminClient``,
+``store.profiles.ProfileStore`` (PostgreSQL), ``dedupe.RedisDeduper`` and
+``dlq.DeadLetters``. The in-memory ones in ``worker/memory/`` keep the same promises; the contract tests
 (``tests/contract``) run one set of tests against both.
 
 Two exceptions carry meaning across every interface here:
