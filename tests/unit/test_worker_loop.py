@@ -218,3 +218,21 @@ def test_closing_the_worker_closes_its_collaborators() -> None:
     pipe.worker.run()
     with pytest.raises(RuntimeError, match="Consumer closed"):
         pipe.worker.poll_once()
+
+
+def test_lag_is_the_end_against_what_was_applied_without_asking_the_coordinator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipe = Pipeline(partitions=1, batch_size=3)
+
+    def coordinator_busy(*_: object, **__: object) -> None:
+        raise AssertionError("the lag probe asked the group coordinator")
+
+    monkeypatch.setattr(InMemoryConsumer, "committed", coordinator_busy)
+    pipe.publish(event(WS, user=f"lag-{i}", n=i) for i in range(10))
+    assert pipe.worker.poll_once() == 3
+    assert pipe.metrics.consumer_lag.labels("0")._value.get() == 7
+    pipe.drain()
+    pipe.worker._last_lag = 0.0  # the probe runs every few seconds; run it now
+    pipe.worker.poll_once()
+    assert pipe.metrics.consumer_lag.labels("0")._value.get() == 0

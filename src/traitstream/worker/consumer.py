@@ -117,6 +117,8 @@ class Worker:
         )
         self._last_lag = 0.0
         self._lag_partitions: set[int] = set()
+        self._starts: dict[int, int] = {}
+        """Where each owned partition was assigned to start (PostgreSQL's next offset)."""
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -216,6 +218,7 @@ class Worker:
         for tp in partitions:
             if tp.partition in stored:
                 tp.offset = stored[tp.partition]
+                self._starts[tp.partition] = tp.offset
         # Each partition starts where PostgreSQL says it was applied to, not where the
         # group last committed: a revoked owner's batch that commits late moves the
         # stored offset, and the store skips what lies below it (exactly once).
@@ -236,6 +239,7 @@ class Worker:
     def _on_revoke(self, consumer: BatchConsumer, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("revoked").inc(len(partitions))
         for tp in partitions:
+            self._starts.pop(tp.partition, None)
             if tp.partition in self._lag_partitions:
                 self._metrics.consumer_lag.remove(str(tp.partition))
                 self._lag_partitions.discard(tp.partition)
@@ -259,14 +263,17 @@ class Worker:
             log.warning("the broker cannot be reached: %s", exc)
             return
         try:
-            # The group's lag as the broker sees it: its committed offset against the
-            # partition's end, for the partitions this member owns.
-            assigned = self._consumer.assignment()
-            for tp in self._consumer.committed(assigned, timeout=_PROBE_TIMEOUT_S):
-                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0:
-                    committed = tp.offset if tp.offset >= 0 else _low
-                    self._metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - committed))
-                    self._lag_partitions.add(tp.partition)
+            # Lag from what this member knows by itself: its position (the next offset
+            # after the last record it consumed, and so applied) against the end it last
+            # fetched. Before a partition's first record, the offset it was assigned to
+            # start from. Nothing here waits for the group coordinator, which is busy
+            # during a rebalance.
+            for tp in self._consumer.position(self._consumer.assignment()):
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue
+                position = tp.offset if tp.offset >= 0 else self._starts.get(tp.partition, low)
+                self._metrics.consumer_lag.labels(str(tp.partition)).set(max(0, high - max(position, low)))
+                self._lag_partitions.add(tp.partition)
         except KafkaException as exc:
             log.debug("lag not available: %s", exc)

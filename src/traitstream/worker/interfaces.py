@@ -91,6 +91,11 @@ class BatchConsumer(Protocol):
         ``timeout``; raises ``KafkaException`` when the broker does not answer."""
         ...
 
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Each partition's next offset after the last message ``consume`` returned
+        (negative before the first). Local: never waits for the broker."""
+        ...
+
     def get_watermark_offsets(
         self, partition: TopicPartition, timeout: float = -1, cached: bool = False
     ) -> tuple[int, int]:

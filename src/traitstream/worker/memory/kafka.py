@@ -244,6 +244,13 @@ class InMemoryConsumer(BatchConsumer):
             answer.append(TopicPartition(tp.topic, tp.partition, _NO_OFFSET if offset is None else offset))
         return answer
 
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        self._open()
+        return [
+            TopicPartition(tp.topic, tp.partition, self._positions.get((tp.topic, tp.partition), _NO_OFFSET))
+            for tp in partitions
+        ]
+
     def get_watermark_offsets(
         self, partition: TopicPartition, timeout: float = -1, cached: bool = False
     ) -> tuple[int, int]:
