@@ -45,6 +45,12 @@ class EdgeSettings(CommonSettings):
         "(longer: less broker work per identify; shorter: lower latency)",
     )
     key_cache_s: float = Field(30.0, description="seconds an API key lookup is cached")
+    max_future_skew_s: float = Field(
+        600.0,
+        ge=0,
+        description="seconds past its receipt an identify may be dated; one dated later is "
+        "taken as received (so a client clock running ahead cannot hold a trait)",
+    )
     http_workers: int = Field(1, description="edge processes sharing the HTTP port")
 
 

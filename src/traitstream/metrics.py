@@ -69,6 +69,13 @@ class EdgeMetrics:
             ["dialect", "type"],
             registry=r,
         )
+        self.event_time_clamped = Counter(
+            "traitstream_edge_event_time_clamped",
+            "Identifies dated further past their receipt than the margin allows, and so "
+            "dated at their receipt",
+            ["dialect"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "traitstream_edge_in_flight_requests",
             "Requests being handled",
@@ -98,6 +105,9 @@ class EdgeMetrics:
 
     def count_identifies(self, dialect: str, count: int) -> None:
         self._child(self.identifies, dialect).inc(count)
+
+    def count_clamped(self, dialect: str, count: int) -> None:
+        self._child(self.event_time_clamped, dialect).inc(count)
 
     def _child(self, counter: Counter, *labels: str) -> Any:
         child = self._children.get((counter, labels))

@@ -4,6 +4,7 @@ Amplitude's own Python SDK pointed at the edge."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -92,6 +93,29 @@ def test_operations_device_fields_and_time_order(stack: Stack) -> None:
         "logins": 5,
         "tags": ["a", "b"],
     }
+
+
+def test_a_time_past_the_margin_is_the_receipt_time(stack: Stack) -> None:
+    # A device clock 400 days ahead would otherwise hold plan against every later write.
+    user = unique("amp-clock")
+    ahead_ms = int(time.time() * 1000) + 400 * 86_400_000
+
+    def clamped() -> float:
+        text = httpx.get(f"{stack.url}/metrics").text
+        return metric_sum(text, "traitstream_edge_event_time_clamped_total", 'dialect="amplitude"')
+
+    before = clamped()
+    events = [
+        {"user_id": user, "time": ahead_ms, "user_properties": {"plan": "from-ahead"}},
+        {"user_id": unique("amp-clock-other"), "time": ahead_ms - 1000, "user_properties": {"a": 1}},
+    ]
+    assert identify(stack, events).status_code == 200
+    assert clamped() - before == 2
+    stack.wait_profile(user, lambda p: p["traits"].get("plan") == "from-ahead")
+    later = {"user_id": user, "user_properties": {"plan": "later", "second": True}}
+    assert identify(stack, later).status_code == 200
+    profile = stack.wait_profile(user, lambda p: p["traits"].get("second") is True)
+    assert profile["traits"]["plan"] == "later"
 
 
 def test_device_id_links_the_anonymous_profile(stack: Stack) -> None:

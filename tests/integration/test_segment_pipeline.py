@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import orjson
@@ -182,3 +185,68 @@ def test_missing_key_and_missing_scope(stack: Stack) -> None:
     )
     assert forbidden.status_code == 403
     assert forbidden.json()["code"] == "forbidden"
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def clamped_count(stack: Stack) -> float:
+    text = httpx.get(f"{stack.url}/metrics").text
+    return metric_sum(text, "traitstream_edge_event_time_clamped_total", 'dialect="segment"')
+
+
+def edge_lines(stack: Stack, message: str) -> list[dict[str, Any]]:
+    assert stack.edge is not None
+    lines = [orjson.loads(raw) for raw in stack.edge.log_text().splitlines() if raw.startswith("{")]
+    return [line for line in lines if line.get("msg") == message]
+
+
+@pytest.mark.parametrize("sent_at", [False, True], ids=["timestamp-only", "with-sentAt"])
+def test_a_clock_400_days_ahead_does_not_freeze_a_trait(stack: Stack, sent_at: bool) -> None:
+    # A device whose clock runs 400 days ahead. Without sentAt its time is past the
+    # margin and taken as the receipt time; with sentAt from the same clock, the skew
+    # correction brings it back. Either way a later write wins.
+    user = unique("seg-clock")
+    ahead = iso(datetime.now(UTC) + timedelta(days=400))
+    message: dict[str, object] = {"userId": user, "timestamp": ahead, "traits": {"plan": "ahead", "first": 1}}
+    if sent_at:
+        message["sentAt"] = ahead
+    before = clamped_count(stack)
+    started_ms = int(time.time() * 1000)
+    assert stack.post("/v1/identify", message).status_code == 200
+    answered_ms = int(time.time() * 1000)
+    stack.wait_profile(user, lambda p: p["traits"].get("plan") == "ahead")
+
+    later = {"userId": user, "timestamp": iso(datetime.now(UTC)), "traits": {"plan": "later", "second": 2}}
+    assert stack.post("/v1/identify", later).status_code == 200
+    profile = stack.wait_profile(user, lambda p: p["traits"].get("second") == 2)
+    assert profile["traits"]["plan"] == "later"
+
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute("SELECT stamps FROM profiles WHERE user_id = %s", (user,)).fetchone()
+    assert row is not None
+    assert started_ms <= expand_stamps(row[0])[0]["first"][0] <= answered_ms  # dated at its receipt
+    assert clamped_count(stack) - before == (0 if sent_at else 1)
+
+
+def test_clamped_times_are_counted_and_logged_once_per_request(stack: Stack) -> None:
+    users = [unique("seg-ahead") for _ in range(4)]
+    ahead = iso(datetime.now(UTC) + timedelta(days=2))
+    batch = [{"type": "identify", "userId": u, "timestamp": ahead, "traits": {"a": 1}} for u in users[:3]]
+    batch.append({"type": "identify", "userId": users[3], "traits": {"a": 1}})
+    before = clamped_count(stack)
+    response = stack.post("/v1/batch", {"batch": batch})
+    assert response.status_code == 200, response.text
+    response_id = response.headers["X-Response-Id"]
+    assert clamped_count(stack) - before == 3
+
+    def logged() -> list[dict[str, Any]]:
+        return [
+            line
+            for line in edge_lines(stack, "event times past the margin taken as the receipt time")
+            if line.get("response_id") == response_id
+        ]
+
+    [line] = wait_until(logged, 10, "the edge's line naming the response id")
+    assert line["dialect"] == "segment" and line["clamped"] == 3 and line["identifies"] == 4

@@ -9,17 +9,17 @@ from tests.support.seeds import seed_bytes
 from traitstream.dialects import amplitude
 from traitstream.dialects.common import MAX_EVENTS_PER_REQUEST, Envelope
 from traitstream.errors import InvalidRequest, LimitExceeded
-from traitstream.events import Op, Operation
+from traitstream.events import IdentifyEvent, Op, Operation
 
 ENV = Envelope("ws", "resp-1", 1_700_000_000_000)
 FORM = "application/x-www-form-urlencoded"
 
 
-def identify(identification: object) -> tuple:
-    return amplitude.parse_identify({"identification": orjson.dumps(identification).decode()}, ENV)
+def identify(identification: object) -> tuple[IdentifyEvent, ...]:
+    return amplitude.parse_identify({"identification": orjson.dumps(identification).decode()}, ENV).identifies
 
 
-def batch(events: object, api_key: str = "k") -> amplitude.BatchResult:
+def batch(events: object, api_key: str = "k") -> amplitude.Result:
     body = orjson.dumps({"api_key": api_key, "events": events})
     return amplitude.parse_batch(amplitude.read_batch(body), ENV)
 
@@ -38,7 +38,7 @@ def test_seed_form_sample_parses_verbatim() -> None:
     fields["api-key"] = "secret-key"
     form = amplitude.read_fields(urllib.parse.urlencode(fields).encode(), FORM)
     assert amplitude.api_key_of(form) == "secret-key"
-    (event,) = amplitude.parse_identify(form, ENV)
+    (event,) = amplitude.parse_identify(form, ENV).identifies
     assert event.user_id == "value"
     assert event.operations == (Operation(Op.SET, "propertyNameToUpdate", "newValue"),)
     assert event.dialect == "amplitude" and event.workspace_id == "ws"
@@ -52,7 +52,7 @@ def test_form_body_with_either_key_spelling(content_type: str | None) -> None:
         body = urllib.parse.urlencode({name: "k1", "identification": '{"user_id": "u"}'}).encode()
         fields = amplitude.read_fields(body, content_type)
         assert amplitude.api_key_of(fields) == "k1"
-        assert amplitude.parse_identify(fields, ENV)[0].user_id == "u"
+        assert amplitude.parse_identify(fields, ENV).identifies[0].user_id == "u"
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_form_body_with_either_key_spelling(content_type: str | None) -> None:
 def test_json_body_takes_identification_as_text_or_json(identification: object) -> None:
     body = orjson.dumps({"api_key": "k", "identification": identification})
     fields = amplitude.read_fields(body, "application/json")
-    (event,) = amplitude.parse_identify(fields, ENV)
+    (event,) = amplitude.parse_identify(fields, ENV).identifies
     assert event.user_id == "u" and event.operations == (Operation(Op.SET, "a", 1),)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -10,7 +11,12 @@ import psycopg
 import pytest
 from fastapi import Request
 from fastapi.responses import Response
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
+from traitstream.config import EdgeSettings
+from traitstream.dialects.common import Envelope
 from traitstream.edge.context import EdgeContext, json_response
 from traitstream.errors import LimitExceeded, RequestError
 from traitstream.metrics import EdgeMetrics
@@ -64,3 +70,44 @@ def test_json_response_writes_integers_beyond_64_bits_exactly() -> None:
     expected = b'{"traits":{"huge":100000000000000000000000000000,"negative":-1180591620717411303424,'
     assert response.body == expected + b'"name":"Ada"}}'
     assert json_response({"small": 1}).body == b'{"small":1}'
+
+
+def test_envelopes_carry_the_configured_margin() -> None:
+    ctx = EdgeContext(
+        publisher=None,  # type: ignore[arg-type]
+        auth=None,  # type: ignore[arg-type]
+        reader=None,  # type: ignore[arg-type]
+        metrics=EdgeMetrics(),
+        clock=lambda: 1_700_000_000.5,
+        max_future_skew_ms=42_000,
+    )
+    assert ctx.envelope("ws", "r") == Envelope("ws", "r", 1_700_000_000_500, 42_000)
+    assert EdgeContext(None, None, None, EdgeMetrics()).envelope("ws", "r").max_future_ms == 600_000  # type: ignore[arg-type]
+
+
+def test_clamped_times_are_counted_and_logged_once_per_request(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = EdgeMetrics()
+    ctx = EdgeContext(None, None, None, metrics, max_future_skew_ms=600_000)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="traitstream.edge.context"):
+        ctx.count_clamped("segment", "r-1", 0, 5)
+        ctx.count_clamped("segment", "r-2", 3, 5)
+        ctx.count_clamped("amplitude", "r-3", 1, 1)
+    lines = [(r.response_id, r.dialect, r.clamped, r.identifies) for r in caplog.records]  # type: ignore[attr-defined]
+    assert lines == [("r-2", "segment", 3, 5), ("r-3", "amplitude", 1, 1)]
+    assert all(r.max_future_skew_s == 600 for r in caplog.records)  # type: ignore[attr-defined]
+    counted = {
+        s.labels["dialect"]: s.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in family.samples
+        if s.name == "traitstream_edge_event_time_clamped_total"
+    }
+    assert counted == {"segment": 3.0, "amplitude": 1.0}
+
+
+def test_the_margin_setting_is_in_seconds_and_not_negative(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert EdgeSettings().max_future_skew_s == 600
+    monkeypatch.setenv("TRAITSTREAM_MAX_FUTURE_SKEW_S", "30")
+    assert EdgeSettings().max_future_skew_s == 30
+    monkeypatch.setenv("TRAITSTREAM_MAX_FUTURE_SKEW_S", "-1")
+    with pytest.raises(ValidationError, match="max_future_skew_s"):
+        EdgeSettings()

@@ -33,7 +33,7 @@ def test_identify_maps_ids_traits_time_and_message_id() -> None:
             "userId": "u1",
             "anonymousId": "anon-1",
             "messageId": "m-1",
-            "timestamp": "2024-03-04T05:06:07.890Z",
+            "timestamp": "2023-03-04T05:06:07.890Z",
             "traits": {"email": "a@b.c", "plan": "pro"},
             "context": {"ip": "127.0.0.1"},
             "writeKey": "wk",
@@ -43,7 +43,7 @@ def test_identify_maps_ids_traits_time_and_message_id() -> None:
     assert result.ignored == ()
     assert event.user_id == "u1" and event.anonymous_ids == ("anon-1",)
     assert event.dedupe_key == "m-1"
-    assert event.event_time_ms == ms("2024-03-04T05:06:07.890")
+    assert event.event_time_ms == ms("2023-03-04T05:06:07.890")
     assert event.context == {"ip": "127.0.0.1"}
     assert event.operations == (Operation(Op.SET, "email", "a@b.c"), Operation(Op.SET, "plan", "pro"))
     assert segment.read_identify(b'{"userId": "u", "writeKey": "wk"}').write_key == "wk"

@@ -6,9 +6,10 @@ carries ``api_key`` and ``events``, of which only ``$identify`` events change a
 profile here. Reading a request (``read_fields``, ``read_batch``) needs no key;
 building events (``parse_identify``, ``parse_batch``) needs the key's workspace.
 
-An identification's time is Amplitude's ``time`` (epoch milliseconds) when given,
-else when the edge received it; ``insert_id`` is the dedupe key; ``device_id`` is
-an anonymous id of the profile.
+An identification's time is Amplitude's ``time`` (epoch milliseconds) when given
+and not more than the envelope's margin past the receipt, else when the edge
+received it; ``insert_id`` is the dedupe key; ``device_id`` is an anonymous id of
+the profile.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from traitstream.dialects.common import (
     body_too_large,
     check_value,
     epoch_ms,
+    event_time_ms,
     load_json,
     optional_id,
     type_name,
@@ -101,10 +103,12 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchResult:
+class Result:
     identifies: tuple[IdentifyEvent, ...]
-    ignored: tuple[str, ...]
+    ignored: tuple[str, ...] = ()
     """One label per event that is accepted but not stored: ``groupidentify`` or ``event``."""
+    clamped: int = 0
+    """How many identifies were dated past the margin, and so at their receipt."""
 
 
 # --- reading requests ---------------------------------------------------------------
@@ -181,7 +185,7 @@ def read_batch(body: bytes) -> Batch:
 # --- building events ------------------------------------------------------------------
 
 
-def parse_identify(fields: Mapping[str, JSON], envelope: Envelope) -> tuple[IdentifyEvent, ...]:
+def parse_identify(fields: Mapping[str, JSON], envelope: Envelope) -> Result:
     raw = fields.get("identification")
     if raw is None:
         raise MissingField("identification is required", field="identification")
@@ -199,20 +203,24 @@ def parse_identify(fields: Mapping[str, JSON], envelope: Envelope) -> tuple[Iden
         )
     many = isinstance(payload, list)
     items = as_items(payload, "identification", size, plural="identifications")
-    return tuple(
+    made = [
         identify_event(item, f"identification[{index}]" if many else "identification", index, envelope)
         for index, item in enumerate(items)
-    )
+    ]
+    return Result(tuple(event for event, _ in made), clamped=sum(at_receipt for _, at_receipt in made))
 
 
-def parse_batch(batch: Batch, envelope: Envelope) -> BatchResult:
+def parse_batch(batch: Batch, envelope: Envelope) -> Result:
     identifies: list[IdentifyEvent] = []
     ignored: list[str] = []
+    clamped = 0
     for index, item in enumerate(batch.events):
         try:
             event_type = _event_type(item, f"events[{index}]")
             if event_type == IDENTIFY_EVENT:
-                identifies.append(identify_event(item, f"events[{index}]", index, envelope))
+                event, at_receipt = identify_event(item, f"events[{index}]", index, envelope)
+                identifies.append(event)
+                clamped += at_receipt
                 continue
             # Amplitude would store these events; they are accepted here (so SDKs that
             # batch them with identifies keep working) but only checked for their ids.
@@ -220,7 +228,7 @@ def parse_batch(batch: Batch, envelope: Envelope) -> BatchResult:
         except InvalidRequest as exc:
             raise InvalidEvent(exc, index) from exc
         ignored.append("groupidentify" if event_type == GROUP_IDENTIFY_EVENT else "event")
-    return BatchResult(tuple(identifies), tuple(ignored))
+    return Result(tuple(identifies), tuple(ignored), clamped)
 
 
 def _event_type(item: dict[str, Any], where: str) -> str:
@@ -240,8 +248,11 @@ def _ids(item: dict[str, Any], where: str) -> tuple[str | None, str | None]:
     return user_id, device_id
 
 
-def identify_event(item: dict[str, Any], where: str, index: int, envelope: Envelope) -> IdentifyEvent:
-    """One identification (or ``$identify`` event) as a canonical event."""
+def identify_event(
+    item: dict[str, Any], where: str, index: int, envelope: Envelope
+) -> tuple[IdentifyEvent, bool]:
+    """One identification (or ``$identify`` event) as a canonical event, and whether its
+    ``time`` was past the margin (and so taken as the received time)."""
     user_id, device_id = _ids(item, where)
     time = item.get("time")
     operations = user_property_operations(item.get("user_properties"), f"{where}.user_properties")
@@ -251,18 +262,21 @@ def identify_event(item: dict[str, Any], where: str, index: int, envelope: Envel
         ordered = [operations[0], *device, *operations[1:]]
     else:
         ordered = [*device, *operations]
-    return IdentifyEvent(
+    claimed = envelope.received_time_ms if time is None else epoch_ms(time, f"{where}.time")
+    event_time = event_time_ms(claimed, envelope)
+    event = IdentifyEvent(
         workspace_id=envelope.workspace_id,
         user_id=user_id,
         anonymous_ids=() if device_id is None else (device_id,),
         dialect=DIALECT,
-        event_time_ms=envelope.received_time_ms if time is None else epoch_ms(time, f"{where}.time"),
+        event_time_ms=event_time,
         received_time_ms=envelope.received_time_ms,
         response_id=envelope.response_id,
         event_index=index,
         dedupe_key=optional_id(item, "insert_id", where),
         operations=tuple(ordered),
     )
+    return event, event_time != claimed
 
 
 def device_operations(item: dict[str, Any], where: str) -> list[Operation]:

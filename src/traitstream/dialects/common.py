@@ -26,6 +26,9 @@ MAX_ID_CHARS = 255
 # Event times must stay inside what a timestamp-millis reader turns back into a date.
 MIN_TIME_MS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1000)
 MAX_TIME_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp() * 1000)
+MAX_FUTURE_SKEW_MS = 10 * 60 * 1000
+"""How far past its receipt a client may date an event by default (docs/merge-rules.md
+says why ten minutes); the edge's ``max_future_skew_s`` setting."""
 
 _SHORT_YEAR = re.compile(r"^(\d{2})-(\d{2})-(\d{2})(?=T|$)")
 
@@ -37,6 +40,18 @@ class Envelope:
     workspace_id: str
     response_id: str
     received_time_ms: int
+    max_future_ms: int = MAX_FUTURE_SKEW_MS
+    """How far past ``received_time_ms`` an event time may be (see ``event_time_ms``)."""
+
+
+def event_time_ms(claimed_ms: int, envelope: Envelope) -> int:
+    """The event time of an event its client dates ``claimed_ms``: that time, unless it
+    is more than the envelope's margin past the receipt, and then the receipt time.
+    The newest write of a trait wins, so a client whose clock runs ahead would hold
+    the trait against every write until the world catches up with its clock; this
+    bounds that hold to the margin. Times in the past are the client's to give."""
+    received = envelope.received_time_ms
+    return received if claimed_ms - received > envelope.max_future_ms else claimed_ms
 
 
 def body_too_large(size: int | None) -> LimitExceeded:

@@ -7,10 +7,11 @@ pointed here keeps working. Reserved traits are checked like their snake_case
 forms (``traits.SEGMENT_TYPED``); ``name`` is filled from ``firstName`` and
 ``lastName``; ``createdAt`` is when the user's profile was created.
 
-Event time: ``timestamp``; else ``originalTimestamp`` corrected by the sender's
-clock skew (``sentAt`` against the received time), as Segment does; else the
-received time. ``messageId`` is the dedupe key; ``anonymousId`` is an anonymous id
-of the profile.
+Event time: ``timestamp`` (else ``originalTimestamp``), corrected by the sender's
+clock skew when it says when it sent (``sentAt``), as Segment does; else the
+received time; never more than the envelope's margin past the received time. The
+same fields, read the same way, serve RudderStack's bodies. ``messageId`` is the
+dedupe key; ``anonymousId`` is an anonymous id of the profile.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from traitstream.dialects.common import (
     Envelope,
     as_items,
     checked_time_ms,
+    event_time_ms,
     fill_name,
     id_string,
     load_json,
@@ -49,7 +51,8 @@ class Request:
     messages: list[dict[str, Any]]
     batch: bool
     context: dict[str, JSON] | None = None
-    sent_at: JSON = None
+    sent_at_ms: int | None = None
+    """The batch's ``sentAt``, read once for all its messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class Result:
     identifies: tuple[IdentifyEvent, ...]
     ignored: tuple[str, ...]
     """The type of each message accepted but not stored."""
+    clamped: int = 0
+    """How many identifies were dated past the margin, and so at their receipt."""
 
 
 def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -107,20 +112,23 @@ def read_batch(body: bytes) -> Request:
         items,
         batch=True,
         context=optional_object(payload, "context", "body"),
-        sent_at=payload.get("sentAt"),
+        sent_at_ms=_optional_time(payload, "sentAt", "body"),
     )
 
 
 def parse(request: Request, envelope: Envelope) -> Result:
     identifies: list[IdentifyEvent] = []
     ignored: list[str] = []
+    clamped = 0
     for index, message in enumerate(request.messages):
         where = f"batch[{index}]" if request.batch else "body"
         kind = message.get("type")
         if kind is None and not request.batch:
             kind = IDENTIFY
         if kind == IDENTIFY:
-            identifies.append(_identify(message, where, index, request, envelope))
+            event, at_receipt = _identify(message, where, index, request, envelope)
+            identifies.append(event)
+            clamped += at_receipt
         elif kind in IGNORED_TYPES:
             ignored.append(kind)
         elif kind is None:
@@ -130,12 +138,14 @@ def parse(request: Request, envelope: Envelope) -> Result:
                 f"{where}.type must be one of {', '.join((IDENTIFY, *IGNORED_TYPES))}, got {kind!r}",
                 field="type",
             )
-    return Result(tuple(identifies), tuple(ignored))
+    return Result(tuple(identifies), tuple(ignored), clamped)
 
 
 def _identify(
     message: dict[str, Any], where: str, index: int, request: Request, envelope: Envelope
-) -> IdentifyEvent:
+) -> tuple[IdentifyEvent, bool]:
+    """The message's event, and whether its time was past the margin (and so taken
+    as the received time)."""
     user_id = _id(message, "userId", where)
     anonymous_id = _id(message, "anonymousId", where)
     if user_id is None and anonymous_id is None:
@@ -147,12 +157,14 @@ def _identify(
     context = optional_object(message, "context", where)
     if request.context is not None:
         context = request.context | (context or {})
-    return IdentifyEvent(
+    claimed = _client_time(message, where, request, envelope)
+    event_time = event_time_ms(claimed, envelope)
+    event = IdentifyEvent(
         workspace_id=envelope.workspace_id,
         user_id=user_id,
         anonymous_ids=() if anonymous_id is None else (anonymous_id,),
         dialect=DIALECT,
-        event_time_ms=_event_time(message, where, request, envelope),
+        event_time_ms=event_time,
         received_time_ms=envelope.received_time_ms,
         profile_created_at_ms=_created_at(traits, f"{where}.traits"),
         response_id=envelope.response_id,
@@ -161,6 +173,7 @@ def _identify(
         context=context,
         operations=set_operations(traits.items()),
     )
+    return event, event_time != claimed
 
 
 def _id(message: dict[str, Any], field: str, where: str) -> str | None:
@@ -173,16 +186,34 @@ def _id(message: dict[str, Any], field: str, where: str) -> str | None:
     return id_string(value, f"{where}.{field}")
 
 
-def _event_time(message: dict[str, Any], where: str, request: Request, envelope: Envelope) -> int:
-    timestamp = message.get("timestamp")
-    if timestamp is not None:
-        return parse_time_ms(timestamp, f"{where}.timestamp")
-    original = message.get("originalTimestamp")
-    sent_at = message.get("sentAt", request.sent_at)
-    if original is None or sent_at is None:
+def _client_time(message: dict[str, Any], where: str, request: Request, envelope: Envelope) -> int:
+    """When the message happened, on the edge's clock as far as the client lets us know.
+
+    ``timestamp``, else ``originalTimestamp``, are read on the client's clock. When the
+    client also says when it sent (``sentAt``: the message's own, else the batch's),
+    the gap between that and the receipt is its clock's skew (network time being
+    small beside it), and the time is ``received - (sentAt - timestamp)``: the
+    formula by which Segment and RudderStack compute their ``timestamp``. Without
+    ``sentAt``, ``timestamp`` is taken as it is, and ``originalTimestamp``, a time
+    on a clock nothing can correct, not at all: the received time stands."""
+    name, value = f"{where}.timestamp", message.get("timestamp")
+    original = value is None
+    if original:
+        name, value = f"{where}.originalTimestamp", message.get("originalTimestamp")
+    if value is None:
         return envelope.received_time_ms
-    skew = parse_time_ms(sent_at, "sentAt") - parse_time_ms(original, f"{where}.originalTimestamp")
-    return checked_time_ms(envelope.received_time_ms - skew, f"{where}.originalTimestamp")
+    sent_at = _optional_time(message, "sentAt", where)
+    if sent_at is None:
+        sent_at = request.sent_at_ms
+    if sent_at is None:
+        return envelope.received_time_ms if original else parse_time_ms(value, name)
+    skew = sent_at - parse_time_ms(value, name)
+    return checked_time_ms(envelope.received_time_ms - skew, name)
+
+
+def _optional_time(payload: dict[str, Any], field: str, where: str) -> int | None:
+    value = payload.get(field)
+    return None if value is None else parse_time_ms(value, f"{where}.{field}")
 
 
 def _created_at(traits: dict[str, JSON], where: str) -> int | None:

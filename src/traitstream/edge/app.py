@@ -74,6 +74,7 @@ def create_app(
         auth=Authenticator(pool, settings.key_cache_s),
         reader=ProfileReader(pool),
         metrics=metrics,
+        max_future_skew_ms=round(settings.max_future_skew_s * 1000),
     )
 
     @asynccontextmanager

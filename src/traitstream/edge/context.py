@@ -16,7 +16,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from psycopg_pool import PoolTimeout
 
-from traitstream.dialects.common import Envelope
+from traitstream.dialects.common import MAX_FUTURE_SKEW_MS, Envelope
 from traitstream.edge.auth import Authenticator
 from traitstream.edge.publisher import Publisher
 from traitstream.errors import InternalError, RequestError, Unavailable
@@ -46,9 +46,28 @@ class EdgeContext:
     reader: ProfileReader
     metrics: EdgeMetrics
     clock: Callable[[], float] = time.time
+    max_future_skew_ms: int = MAX_FUTURE_SKEW_MS
+    """How far past its receipt an identify may be dated (``Envelope.max_future_ms``)."""
 
     def envelope(self, workspace_id: str, response_id: str) -> Envelope:
-        return Envelope(workspace_id, response_id, int(self.clock() * 1000))
+        return Envelope(workspace_id, response_id, int(self.clock() * 1000), self.max_future_skew_ms)
+
+    def count_clamped(self, dialect: str, response_id: str, clamped: int, identifies: int) -> None:
+        """Count the ``clamped`` identifies of an accepted request that were dated past
+        the margin, and say so in one line for the request (not one per identify)."""
+        if not clamped:
+            return
+        self.metrics.count_clamped(dialect, clamped)
+        log.info(
+            "event times past the margin taken as the receipt time",
+            extra={
+                "response_id": response_id,
+                "dialect": dialect,
+                "clamped": clamped,
+                "identifies": identifies,
+                "max_future_skew_s": self.max_future_skew_ms / 1000,
+            },
+        )
 
     async def handle(
         self,

@@ -43,6 +43,7 @@ def error_shape(error: RequestError, response_id: str) -> dict[str, object]:
 
 def router(ctx: EdgeContext) -> APIRouter:
     api = APIRouter(tags=["amplitude"])
+    ctx.metrics.event_time_clamped.labels(amplitude.DIALECT)
 
     async def authorize(api_key: str | None) -> ApiKey:
         key = await ctx.auth.resolve(api_key, "api_key")
@@ -64,9 +65,10 @@ def router(ctx: EdgeContext) -> APIRouter:
             else:
                 fields = amplitude.read_fields(body, content_type)
             key = await authorize(amplitude.api_key_of(fields))
-            events = amplitude.parse_identify(fields, ctx.envelope(key.workspace_id, response_id))
-            await ctx.publisher.publish(events)
-            ctx.metrics.count_identifies(amplitude.DIALECT, len(events))
+            result = amplitude.parse_identify(fields, ctx.envelope(key.workspace_id, response_id))
+            await ctx.publisher.publish(result.identifies)
+            ctx.metrics.count_identifies(amplitude.DIALECT, len(result.identifies))
+            ctx.count_clamped(amplitude.DIALECT, response_id, result.clamped, len(result.identifies))
             return PlainTextResponse("success")
 
         return await ctx.handle(amplitude.DIALECT, request, error_shape, run)
@@ -85,6 +87,7 @@ def router(ctx: EdgeContext) -> APIRouter:
             if result.identifies:
                 await ctx.publisher.publish(result.identifies)
                 ctx.metrics.count_identifies(amplitude.DIALECT, len(result.identifies))
+                ctx.count_clamped(amplitude.DIALECT, response_id, result.clamped, len(result.identifies))
             for kind in result.ignored:
                 ctx.metrics.ignored.labels(amplitude.DIALECT, kind).inc()
             return json_response(

@@ -43,6 +43,7 @@ def router(ctx: EdgeContext) -> APIRouter:
     api = APIRouter(tags=["segment"])
     for kind in segment.IGNORED_TYPES:
         ctx.metrics.ignored.labels(segment.DIALECT, kind)
+    ctx.metrics.event_time_clamped.labels(segment.DIALECT)
 
     async def accept(request: Request, response_id: str, route: _Route) -> Response:
         read, limit, too_large = route
@@ -62,6 +63,7 @@ def router(ctx: EdgeContext) -> APIRouter:
         if result.identifies:
             await ctx.publisher.publish(result.identifies)
             ctx.metrics.count_identifies(segment.DIALECT, len(result.identifies))
+            ctx.count_clamped(segment.DIALECT, response_id, result.clamped, len(result.identifies))
         for kind in result.ignored:
             ctx.metrics.ignored.labels(segment.DIALECT, kind).inc()
         return json_response({"success": True})
@@ -158,7 +160,21 @@ _IDENTIFY_FIELDS: dict[str, Any] = {
     "userId": _ID,
     "anonymousId": _ID | {"description": "An anonymous id of the profile"},
     "messageId": _ID | {"description": "Dedupe key: a retry with the same messageId applies once"},
-    "timestamp": {"type": "string", "format": "date-time", "description": "Event time"},
+    "timestamp": {
+        "type": "string",
+        "format": "date-time",
+        "description": "Event time, by the sender's clock; at most ten minutes past the receipt by default",
+    },
+    "originalTimestamp": {
+        "type": "string",
+        "format": "date-time",
+        "description": "Event time by the sender's clock, used with sentAt when timestamp is absent",
+    },
+    "sentAt": {
+        "type": "string",
+        "format": "date-time",
+        "description": "When the sender sent it, by the same clock: corrects the event time for its skew",
+    },
     "traits": _ref("SegmentTraits"),
     "context": {"type": "object"},
     "integrations": {"type": "object"},
