@@ -80,6 +80,12 @@ def set_operations_python(traits: Iterable[tuple[str, JSON]]) -> tuple[Operation
     return tuple([new(operation, (kind, name, value)) for name, value in traits])
 
 
+_POSITIONS = tuple(f":{index:04d}" for index in range(2_000))
+"""The ends of ``IdentifyEvent.stamp_id`` for every position a request from the edge
+can have (it takes 2,000 identifies at most), made once: formatting one costs ten
+times looking it up, and the worker takes one per identify it applies."""
+
+
 class IdentifyEvent(NamedTuple):
     """One identify, as every dialect parses it and the worker applies it.
 
@@ -103,10 +109,23 @@ class IdentifyEvent(NamedTuple):
 
     @property
     def event_id(self) -> str:
-        """Unique id of this event: the client's dedupe key, else request id and position."""
+        """Unique id of this event: the client's dedupe key, else request id and position.
+        What dedupe and replay know the event by."""
         if self.dedupe_key is not None:
             return self.dedupe_key
         return f"{self.response_id}:{self.event_index}"
+
+    @property
+    def stamp_id(self) -> str:
+        """The event's id in the stamps of its writes (``merge.py``): the response id and
+        the event's position in its request, four digits wide (the edge takes at most
+        2,000 identifies a request), so that the ids of one request's events sort as
+        their positions do and a later event wins a tie with an earlier one. Never the
+        client's dedupe key: that is any text, and would order them at random."""
+        index = self.event_index
+        if 0 <= index < len(_POSITIONS):
+            return self.response_id + _POSITIONS[index]
+        return f"{self.response_id}:{index:04d}"
 
     @property
     def partition_key(self) -> bytes:

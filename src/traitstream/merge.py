@@ -2,9 +2,11 @@
 
 The rules (docs/merge-rules.md explains them at length):
 
-* Every write carries a *stamp* ``[event time ms, event id, op index]``; stamps are
-  totally ordered, so ties between events at the same millisecond resolve the
-  same way everywhere.
+* Every write carries a *stamp* ``[event time ms, stamp id, op index]``, the stamp
+  id being the request's response id and the event's position in it
+  (``IdentifyEvent.stamp_id``). Stamps are totally ordered, so ties between events
+  at the same millisecond resolve the same way everywhere, and within one request
+  the later event wins.
 * ``set`` and ``unset`` are last-writer-wins per trait by stamp. An unset leaves a
   tombstone stamp, so an older ``set`` that arrives late stays dead.
 * ``clear_all`` is an unset of every trait at its stamp (one profile-level stamp).
@@ -41,9 +43,9 @@ _SET = Op.SET
 """An enum member read from the class costs a descriptor call; the hot loops use this."""
 
 Stamp = list[int | str]
-"""``[event time ms, event id, op index]``. A list, not a tuple: lists compare element
+"""``[event time ms, stamp id, op index]``. A list, not a tuple: lists compare element
 by element like tuples, and loading a stored profile builds each stamp as one list
-from its event's ``[event time ms, event id]``. A stamp is never changed once made."""
+from its event's ``[event time ms, stamp id]``. A stamp is never changed once made."""
 
 Stored = dict[str, Any]
 """The stamps as stored (column ``profiles.stamps``), written by ``Profile.meta``."""
@@ -168,17 +170,17 @@ class Profile:
     # --- whole events and whole profiles ----------------------------------------
 
     def apply_event(self, event: IdentifyEvent) -> None:
-        event_time, event_id = event.event_time_ms, event.event_id
+        event_time, stamp_id = event.event_time_ms, event.stamp_id
         operations = event.operations
         if _merge is not None and type(operations) is tuple:
-            _merge.apply_operations(self, operations, event_time, event_id)  # this loop, in C
+            _merge.apply_operations(self, operations, event_time, stamp_id)  # this loop, in C
         else:
             for index, operation in enumerate(operations):
                 trait = operation.trait
                 if operation.op is _SET and trait is not None:  # nearly every operation
-                    self.set_value(trait, operation.value, [event_time, event_id, index])
+                    self.set_value(trait, operation.value, [event_time, stamp_id, index])
                 else:
-                    self.apply(operation, [event_time, event_id, index])
+                    self.apply(operation, [event_time, stamp_id, index])
         created = event.profile_created_at_ms
         if created is None:
             created = event.event_time_ms
@@ -209,12 +211,12 @@ class Profile:
         event time and id, so each distinct pair is written once, in ``e``, and a
         trait's stamp is its pair's index there and the operation's position::
 
-            {"e": [[time ms, event id], ...],
+            {"e": [[time ms, stamp id], ...],
              "w": {trait: [i, position]},   # last set/unset/add/list write
              "o": {trait: [i, position]},   # filled by set_once
              "c": [i, position]}            # the last clear_all, when there is one
 
-        A profile written by one identify thus stores its event id once rather than
+        A profile written by one identify thus stores its stamp id once rather than
         once per trait, and its stamps take about a third of the room."""
         return compact_stamps(self.written, self.once, self.cleared)
 

@@ -90,7 +90,7 @@ def test_stamps_stored_as_jsonb_survive_the_migrations(database_before_json_stam
     assert first_form is None  # rewritten in the compact form
     assert stamps is not None
     written, once, cleared = expand_stamps(stamps)
-    assert written == {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0", 1]}
+    assert written == {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0000", 1]}
     assert once == {} and cleared is None
 
 
@@ -101,7 +101,7 @@ def test_stamps_are_stored_compact(database_before_json_stamps: str) -> None:
     _traits, first_form, stamps = stored_row(url)
     assert first_form is None
     assert stamps == {
-        "e": [[3000, "r0:0"]],
+        "e": [[3000, "r0:0000"]],
         "w": {"plan": [0, 0], "seats": [0, 1], "region": [0, 2]},
         "o": {},
     }
@@ -141,7 +141,7 @@ def test_the_undo_script_writes_the_stamps_out_in_full(database_before_json_stam
     assert first_form is not None and "e" not in first_form
     written, once, cleared = expand_stamps(compact)
     assert first_form == {"w": written, "o": once, "c": cleared}
-    assert cleared == [2500, "r1:0", 1]
+    assert cleared == [2500, "r1:0000", 1]
     assert traits == {"plan": "team"}
     # What the older release reads: its form is read by this one too.
     apply(url, identify(3, 2550, plan="pro", seats=2))
@@ -160,8 +160,8 @@ def test_the_undo_script_leaves_out_what_the_first_form_left_out(database_before
         conn.execute(UNDO_0005.read_text("utf-8").encode())
     _traits, first_form, _stamps = stored_row(url)
     assert first_form == {
-        "w": {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0", 0]},
-        "o": {"region": [1500, "r0:0", 1]},
+        "w": {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0000", 0]},
+        "o": {"region": [1500, "r0:0000", 1]},
     }
 
 

@@ -15,6 +15,7 @@ from tests.support.seeds import seed_bytes
 from tests.support.stack import Stack, settled, wait_until
 from traitstream.events import user_profile_id
 from traitstream.exposition import parse_samples
+from traitstream.merge import expand_stamps
 
 
 @pytest.mark.parametrize("seed", ["thrivestack_000.json", "thrivestack_001.json"])
@@ -216,3 +217,26 @@ def test_a_profile_read_stuck_behind_a_lock_gives_up_and_identifies_go_on(stack:
         assert accepted.status_code == 200, accepted.text
         conn.rollback()
     assert stack.wait_profile(user, lambda p: p["traits"].get("plan") == "pro")
+
+
+@pytest.mark.parametrize("dedupe_keys", [False, True], ids=["without-message-ids", "with-message-ids"])
+def test_the_last_of_twelve_identifies_in_one_request_wins(stack: Stack, dedupe_keys: bool) -> None:
+    # The twelve share the receipt time, so only their positions can order them:
+    # item 11 must win, not item 9 (whose id sorts last as text), and not whichever
+    # message id sorts last (these sort against the positions).
+    user = f"tie-{uuid.uuid4().hex[:8]}"
+    items: list[dict[str, object]] = []
+    for index in range(12):
+        item: dict[str, object] = {"user_id": user, "traits": {"plan": f"v{index}", f"item_{index}": index}}
+        if dedupe_keys:
+            item["message_id"] = f"{user}-{11 - index:02d}-{uuid.uuid4().hex}"
+        items.append(item)
+    response = stack.post("/api/identify", items)
+    assert response.status_code == 200, response.text
+    profile = stack.wait_profile(user, lambda p: all(f"item_{i}" in p["traits"] for i in range(12)))
+    assert profile["traits"]["plan"] == "v11"
+    with psycopg.connect(stack.database_url) as conn:
+        row = conn.execute("SELECT stamps FROM profiles WHERE user_id = %s", (user,)).fetchone()
+    assert row is not None
+    # The stamp names the request and the position, whatever the message ids.
+    assert expand_stamps(row[0])[0]["plan"][1] == f"{response.json()['response_id']}:0011"

@@ -1,5 +1,6 @@
-"""Event time, as every dialect makes it: the sender's clock skew taken off (``sentAt``),
-and a bound on how far past the receipt a client may date an event."""
+"""Event time, as every dialect makes it and the merge orders by it: the sender's clock
+skew taken off (``sentAt``), a bound on how far past the receipt a client may date an
+event, and ties within one request won by the later identify."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from hypothesis import strategies as st
 
 from traitstream.dialects import amplitude, datafast, segment, thrivestack
 from traitstream.dialects.common import (
+    MAX_EVENTS_PER_REQUEST,
     MAX_FUTURE_SKEW_MS,
     Envelope,
     event_time_ms,
 )
 from traitstream.errors import InvalidRequest
+from traitstream.events import IdentifyEvent
+from traitstream.merge import Profile
 
 RECEIVED = 1_700_000_000_000
 DAY = 86_400_000
@@ -209,3 +213,98 @@ def test_a_bad_batch_sent_at_names_the_body() -> None:
     body = {"batch": [{"type": "identify", "userId": "u", "timestamp": iso(RECEIVED)}], "sentAt": 3}
     with pytest.raises(InvalidRequest, match=r"body\.sentAt must be an ISO 8601"):
         segment_batch(body, envelope())
+
+
+# --- ties within one request -----------------------------------------------------------
+
+
+def test_stamp_ids_sort_as_positions_up_to_the_request_limit() -> None:
+    response_id = str(uuid.uuid4())
+    ids = [
+        IdentifyEvent("ws", "u", "test", 0, 0, response_id, index).stamp_id
+        for index in range(MAX_EVENTS_PER_REQUEST)
+    ]
+    assert sorted(ids) == ids
+
+
+@pytest.mark.parametrize("index", [-1, 0, 7, 1_999, 2_000, 9_999, 10_000, 2**40])
+def test_stamp_ids_are_the_response_id_and_four_digits(index: int) -> None:
+    event = IdentifyEvent("ws", "u", "test", 0, 0, "r-9", index)
+    assert event.stamp_id == f"r-9:{index:04d}"
+
+
+def test_the_dedupe_identity_is_unchanged() -> None:
+    plain = IdentifyEvent("ws", "u", "test", 0, 0, "r", 7)
+    keyed = plain._replace(dedupe_key="k-1")
+    assert (plain.event_id, plain.stamp_id) == ("r:7", "r:0007")
+    assert (keyed.event_id, keyed.stamp_id) == ("k-1", "r:0007")
+
+
+@st.composite
+def one_request(draw: st.DrawFn) -> tuple[tuple[IdentifyEvent, ...], int]:
+    """The identifies of one request (any dialect) of one user, each setting ``plan``
+    to its position, all at one time, with or without dedupe keys (any text)."""
+    count = draw(st.integers(1, 24))  # past 10; the longest requests are below
+    keys = draw(
+        st.lists(
+            st.none() | st.uuids().map(str) | st.text("0123456789:az", min_size=1, max_size=6),
+            min_size=count,
+            max_size=count,
+        )
+    )
+    dialect = draw(st.sampled_from(["thrivestack", "segment", "amplitude"]))
+    env = envelope(response_id=str(draw(st.uuids())))
+    if dialect == "thrivestack":
+        items = [
+            {"user_id": "u", "traits": {"plan": i}} | ({} if k is None else {"message_id": k})
+            for i, k in enumerate(keys)
+        ]
+        return thrivestack.parse(orjson.dumps(items), env), count
+    if dialect == "segment":
+        messages = [
+            {"type": "identify", "userId": "u", "timestamp": iso(RECEIVED - 1), "traits": {"plan": i}}
+            | ({} if k is None else {"messageId": k})
+            for i, k in enumerate(keys)
+        ]
+        return segment_batch({"batch": messages}, env).identifies, count
+    identifications = [
+        {"user_id": "u", "time": RECEIVED - 1, "user_properties": {"plan": i}}
+        | ({} if k is None else {"insert_id": k})
+        for i, k in enumerate(keys)
+    ]
+    return amplitude_identify(identifications, env).identifies, count
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_the_last_identify_of_a_request_wins_in_any_delivery_order(data: st.DataObject) -> None:
+    events, count = data.draw(one_request())
+    delivered = data.draw(
+        st.permutations([*events, *data.draw(st.lists(st.sampled_from(events), max_size=5))])
+    )
+    profile = Profile()
+    for event in delivered:
+        profile.apply_event(event)
+    assert profile.traits == {"plan": count - 1}
+
+
+def test_the_last_of_the_longest_request_wins_applied_backwards() -> None:
+    items = [{"user_id": "u", "message_id": str(uuid.uuid4()), "traits": {"plan": i}} for i in range(2_000)]
+    profile = Profile()
+    for event in reversed(thrivestack.parse(orjson.dumps(items), envelope())):
+        profile.apply_event(event)
+    assert profile.traits == {"plan": 1_999}
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_ties_across_requests_resolve_the_same_way_in_any_order(data: st.DataObject) -> None:
+    requests = [data.draw(one_request()) for _ in range(data.draw(st.integers(2, 3)))]
+    events = [event._replace(event_time_ms=RECEIVED) for made, _ in requests for event in made]
+    reference = Profile()
+    for event in sorted(events, key=lambda e: e.stamp_id):
+        reference.apply_event(event)
+    delivered = Profile()
+    for event in data.draw(st.permutations(events)):
+        delivered.apply_event(event)
+    assert delivered == reference
