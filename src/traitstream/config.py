@@ -52,6 +52,11 @@ class EdgeSettings(CommonSettings):
         "taken as received (so a client clock running ahead cannot hold a trait)",
     )
     http_workers: int = Field(1, description="edge processes sharing the HTTP port")
+    cors_origins: str = Field(
+        "*",
+        description="origins whose web pages may call the ingestion routes: * (any) or a "
+        "comma-separated list such as https://www.example.com,https://app.example.com",
+    )
 
 
 class WorkerSettings(CommonSettings):

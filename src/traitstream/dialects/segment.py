@@ -1,6 +1,7 @@
 """Segment-compatible tracking API: ``POST /v1/identify`` and ``POST /v1/batch``.
 
-Only ``identify`` messages change a profile. A batch may also carry ``track``,
+Only ``identify`` messages change a profile; their traits are ``traits`` over
+``context.traits`` (where RudderStack's SDKs put them). A batch may also carry ``track``,
 ``page``, ``screen``, ``group`` and ``alias`` messages, as Segment's SDKs send them
 together: those are accepted and ignored (the caller counts them), so an SDK
 pointed here keeps working. Reserved traits are checked like their snake_case
@@ -150,11 +151,12 @@ def _identify(
     anonymous_id = _id(message, "anonymousId", where)
     if user_id is None and anonymous_id is None:
         raise InvalidRequest(f"{where} needs userId or anonymousId", field="userId")
-    traits = dict(optional_object(message, "traits", where) or {})
+    context = optional_object(message, "context", where)
+    # RudderStack's SDKs send an identify's traits in context.traits.
+    traits = dict(_context_traits(context, where) | (optional_object(message, "traits", where) or {}))
     check_typed(traits, f"{where}.traits", SEGMENT_TYPED)
     fill_name(traits, "firstName", "lastName")
     fill_name(traits)
-    context = optional_object(message, "context", where)
     if request.context is not None:
         context = request.context | (context or {})
     claimed = _client_time(message, where, request, envelope)
@@ -214,6 +216,12 @@ def _client_time(message: dict[str, Any], where: str, request: Request, envelope
 def _optional_time(payload: dict[str, Any], field: str, where: str) -> int | None:
     value = payload.get(field)
     return None if value is None else parse_time_ms(value, f"{where}.{field}")
+
+
+def _context_traits(context: dict[str, JSON] | None, where: str) -> dict[str, JSON]:
+    if context is None:
+        return {}
+    return optional_object(context, "traits", f"{where}.context") or {}
 
 
 def _created_at(traits: dict[str, JSON], where: str) -> int | None:

@@ -25,6 +25,7 @@ from traitstream.avro.schemas import schema_source
 from traitstream.config import EdgeSettings
 from traitstream.edge.auth import Authenticator
 from traitstream.edge.context import EdgeContext, json_response
+from traitstream.edge.cors import AllowedOrigins, Cors, cors_refusals
 from traitstream.edge.fast_path import FastPath, direct_endpoints
 from traitstream.edge.openapi import document_builder
 from traitstream.edge.publisher import KafkaPublisher
@@ -134,11 +135,16 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    routers = [module.router(ctx) for module in (thrivestack, amplitude, datafast, segment, profiles)]
+    ingestion = {module: module.router(ctx) for module in (thrivestack, amplitude, datafast, segment)}
+    routers = [*ingestion.values(), profiles.router(ctx)]
     for api in routers:
         app.include_router(api)
     app.openapi = document_builder(app)  # type: ignore[method-assign]
-    return FastPath(app, direct_endpoints(routers))
+    return Cors(
+        FastPath(app, direct_endpoints(routers)),
+        AllowedOrigins.parse(settings.cors_origins),
+        cors_refusals((api, m.error_shape) for m, api in ingestion.items()),
+    )
 
 
 async def _readiness(publisher: KafkaPublisher, pool: AsyncConnectionPool) -> dict[str, bool]:

@@ -8,16 +8,17 @@ Bodies may be gzip-encoded. Errors are ``{"success": false, "code": "<code>",
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from traitstream.dialects import segment
+from traitstream.dialects import segment, segment_single
 from traitstream.edge.auth import IDENTIFY_SCOPES, basic_username, bearer_token, require_scope
 from traitstream.edge.context import EdgeContext, json_response
-from traitstream.errors import LimitExceeded, RequestError
+from traitstream.edge.routes import segment_paths
+from traitstream.errors import LimitExceeded, RequestError, Unauthorized
 
 ERROR_CODES = {
     400: "invalid_request",
@@ -29,10 +30,9 @@ ERROR_CODES = {
 }
 
 
-_Route = tuple[Callable[[bytes], segment.Request], int, Callable[[], LimitExceeded]]
-"""How a route reads its body, the most it takes, and its refusal of more."""
-_IDENTIFY: _Route = (segment.read_identify, segment.MAX_EVENT_BYTES, segment.event_too_large)
-_BATCH: _Route = (segment.read_batch, segment.MAX_BATCH_BYTES, segment.batch_too_large)
+_Route = segment_paths.Route
+_IDENTIFY = segment_paths.IDENTIFY
+_BATCH = segment_paths.BATCH
 
 
 def error_shape(error: RequestError, response_id: str) -> dict[str, object]:
@@ -54,10 +54,7 @@ def router(ctx: EdgeContext) -> APIRouter:
             # Segment's limits, so the refusal names the route's own.
             raise too_large() from None
         message = read(segment.decompress(raw, request.headers.get("content-encoding"), limit))
-        header = request.headers.get("authorization")
-        key = await ctx.auth.resolve(
-            basic_username(header) or bearer_token(header) or message.write_key, "write key"
-        )
+        key = await ctx.auth.resolve(write_key(request, message.write_key), "write key")
         require_scope(key, IDENTIFY_SCOPES)
         result = segment.parse(message, ctx.envelope(key.workspace_id, response_id))
         if result.identifies:
@@ -90,7 +87,48 @@ def router(ctx: EdgeContext) -> APIRouter:
 
         return await ctx.handle(segment.DIALECT, request, error_shape, run)
 
+    def endpoint(route: _Route) -> Callable[[Request], Awaitable[Response]]:
+        async def serve(request: Request) -> Response:
+            async def run(response_id: str) -> Response:
+                return await accept(request, response_id, route)
+
+            return await ctx.handle(segment.DIALECT, request, error_shape, run)
+
+        return serve
+
+    for path in segment_paths.paths():
+        api.add_api_route(
+            path.path,
+            endpoint(path.route),
+            methods=["POST"],
+            summary=path.summary,
+            openapi_extra=_openapi(path.body),
+            include_in_schema=path.documented,
+        )
+
     return api
+
+
+def write_key(request: Request, in_body: str | None) -> str | None:
+    """The request's key: from ``Authorization`` (Basic username or Bearer), the body's
+    ``writeKey``, or the query's ``writeKey``. Two that differ are refused rather than
+    one of them chosen, so that a page cannot pass off its key as another's."""
+    header = request.headers.get("authorization")
+    found = {
+        key
+        for key in (
+            basic_username(header) or bearer_token(header),
+            in_body,
+            request.query_params.get("writeKey"),
+        )
+        if key
+    }
+    if len(found) > 1:
+        raise Unauthorized(
+            "the request names two different write keys (in the Authorization header, "
+            "body.writeKey or ?writeKey=); send one"
+        )
+    return found.pop() if found else None
 
 
 # --- OpenAPI ------------------------------------------------------------------------------
@@ -243,3 +281,19 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+SCHEMAS.update(
+    {
+        f"Segment{kind.capitalize()}": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "enum": [kind]},
+                "userId": _ID,
+                "anonymousId": _ID,
+                "messageId": _ID,
+                "writeKey": {"type": "string"},
+            },
+            "description": f"One {kind} message, at most 32 KB; accepted and not stored",
+        }
+        for kind in segment_single.ROUTES
+    }
+)
