@@ -39,8 +39,15 @@ ALLOW_HEADERS = (
     "Authorization",
     "Content-Type",
     "Content-Encoding",
-    # RudderStack's browser SDK sends its anonymous id in a header of its own.
+    # analytics.js counts its retries in a header.
+    "X-Retry-Count",
+    # RudderStack's browser SDK: its anonymous id, when it sent, and its retries.
     "AnonymousId",
+    "SentAt",
+    "RSA-Retry-Attempt",
+    "RSA-Retry-Reason",
+    "RSA-Since-First-Attempt",
+    "RSA-Since-Last-Attempt",
 )
 MAX_AGE_S = 86_400
 """How long a browser may keep a preflight's answer (Chromium caps it at 2 hours)."""
