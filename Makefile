@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test unit lint format bench bench-scaling services clean
+.PHONY: install run test unit lint format bench bench-scaling services sdks clean
 
 install: $(VENV)/.installed
 
@@ -18,13 +18,20 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/traitstream/*.[ch] sr
 run: install
 	$(BIN)/traitstream dev
 
-## Install (Debian, as root) and start what the project needs beside Python: Java, Maven, PostgreSQL, Redis.
+## Install (Debian, as root) and start what the project needs beside Python: Java, Maven, PostgreSQL, Redis,
+## and for the SDK tests Node.js, npm and Chromium.
 services:
 	deploy/local/services.sh
 
 ## The whole suite against Apache Kafka (started by the tests), local PostgreSQL and Redis.
-test: install
+test: install sdks
 	$(BIN)/python -m pytest
+
+## The JavaScript SDKs the tests drive (tests/browser), from its lock file.
+sdks: tests/browser/node_modules/.package-lock.json
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund
 
 ## Unit tests only, and the in-memory half of the contract tests: no network, seconds.
 unit: install
@@ -47,4 +54,4 @@ bench-scaling: install
 	$(BIN)/python -m tests.bench.scaling --rounds 3
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/browser/node_modules

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What `make run` and `make test` need beside Python, on this machine: Java 17+ and
 # Maven (to fetch and run the local Apache Kafka), PostgreSQL and Redis on their default
-# local ports. Installs what is missing (Debian's packages, as root), starts what is not
-# running, lets local connections in without a password (trust on loopback) and gives
-# the current user a PostgreSQL role that may create databases. Safe to run again.
+# local ports; for the SDK tests, Node.js, npm and Chromium. Installs what is missing
+# (Debian's packages, as root), starts what is not running, lets local connections in
+# without a password (trust on loopback) and gives the current user a PostgreSQL role
+# that may create databases. Safe to run again.
 set -euo pipefail
 
 need=()
@@ -11,6 +12,10 @@ command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+# The SDK tests: Node.js runs the JavaScript SDKs, headless Chromium the browser ones.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "missing: ${need[*]}; install them (Debian: apt-get install ${need[*]}) and run this again" >&2
