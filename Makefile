@@ -27,11 +27,11 @@ services:
 test: install sdks
 	$(BIN)/python -m pytest
 
-## The JavaScript SDKs the tests drive (tests/browser), from its lock file.
-sdks: tests/browser/node_modules/.package-lock.json
+## The JavaScript SDKs the tests drive (tests/sdks), from its lock file.
+sdks: tests/sdks/node_modules/.package-lock.json
 
-tests/browser/node_modules/.package-lock.json: tests/browser/package.json tests/browser/package-lock.json
-	cd tests/browser && npm ci --no-audit --no-fund
+tests/sdks/node_modules/.package-lock.json: tests/sdks/package.json tests/sdks/package-lock.json
+	cd tests/sdks && npm ci --no-audit --no-fund
 
 ## Unit tests only, and the in-memory half of the contract tests: no network, seconds.
 unit: install
@@ -54,4 +54,4 @@ bench-scaling: install
 	$(BIN)/python -m tests.bench.scaling --rounds 3
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/browser/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/sdks/node_modules

@@ -38,7 +38,7 @@ def user_of(sdk: str) -> str:
 def drive(stack: Stack, sdk: str, edge: str, user: str, **options: Any) -> dict[str, Any]:
     traits = {"email": f"{user}@example.com", "plan": "pro"}
     return run_node(
-        "run.mjs",
+        "browser.mjs",
         {"sdk": sdk, "edge": edge, "writeKey": stack.api_key, "userId": user, "traits": traits} | options,
     )
 

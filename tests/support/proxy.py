@@ -3,7 +3,8 @@
 ``LosingProxy`` hands every request to the edge and passes its answer back, except
 for the first ``lose`` requests that ``losing`` picks: those reach the edge (which
 accepts them) and then the proxy closes the client's connection without a word, as
-a network that fails after delivery would. A client that retries then sends the same
+a network that fails after delivery would (or, with ``answer``, replaces the edge's
+answer with that status, as a load balancer timing out would). A client that retries then sends the same
 message again, which must change the profile once.
 """
 
@@ -41,6 +42,7 @@ class LosingProxy:
     target: str
     lose: int = 1
     losing: Callable[[str, str], bool] = posts
+    answer: int | None = None
     seen: list[Seen] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -71,9 +73,11 @@ class LosingProxy:
                 with proxy._lock:
                     proxy.seen.append(Seen(self.command, self.path, headers, body, lost, time.time()))
                 answer = client.request(self.command, self.path, content=body, headers=headers)
-                if lost:
+                if lost and proxy.answer is None:
                     self.close_connection = True
                     return
+                if lost:
+                    answer = httpx.Response(proxy.answer, content=b"lost on the way")
                 self.send_response(answer.status_code)
                 for name, value in answer.headers.multi_items():
                     if name.lower() not in _HOP_BY_HOP and name.lower() not in ("date", "server"):

@@ -1,4 +1,4 @@
-"""Running the JavaScript SDKs of tests/browser (headless Chromium and Node) from
+"""Running the JavaScript SDKs of tests/sdks (headless Chromium and Node) from
 pytest, and counting what the workers applied."""
 
 from __future__ import annotations
@@ -14,26 +14,26 @@ import httpx
 
 from tests.support.stack import Stack, settled, wait_until
 
-BROWSER_DIR = Path(__file__).resolve().parent.parent / "browser"
+SDK_DIR = Path(__file__).resolve().parent.parent / "sdks"
 CHROMIUM = os.environ.get("TRAITSTREAM_CHROMIUM", "/usr/bin/chromium")
 
 
 def node_ready() -> None:
-    """The npm packages of tests/browser, installed from its lock file when absent
+    """The npm packages of tests/sdks, installed from its lock file when absent
     (``make test`` does the same before the suite)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise AssertionError(
             "Node.js and npm are needed for the SDK tests (Debian: apt-get install nodejs npm)"
         )
-    if not (BROWSER_DIR / "node_modules" / ".package-lock.json").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, check=True, timeout=600)
+    if not (SDK_DIR / "node_modules" / ".package-lock.json").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR, check=True, timeout=600)
 
 
 def run_node(script: str, args: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    """Run ``tests/browser/<script>`` with ``args`` as JSON; its last line of output is JSON."""
+    """Run ``tests/sdks/<script>`` with ``args`` as JSON; its last line of output is JSON."""
     done = subprocess.run(
         ["node", script, json.dumps(args)],
-        cwd=BROWSER_DIR,
+        cwd=SDK_DIR,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,5 +1,5 @@
 // Drives headless Chromium through one scenario for one browser SDK:
-//   node run.mjs '{"sdk": "segment", "edge": "http://127.0.0.1:P", "writeKey": "…",
+//   node browser.mjs '{"sdk": "segment", "edge": "http://127.0.0.1:P", "writeKey": "…",
 //                  "userId": "…", "traits": {…}, "unload": false}'
 // The page is served from a port of its own on 127.0.0.1, a different origin from the
 // edge, so the browser applies CORS. Every request the page makes is recorded; one to
