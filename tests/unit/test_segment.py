@@ -193,6 +193,8 @@ def test_gzip_bodies_are_read_within_the_limit() -> None:
         segment.read_identify(inflated)
     with pytest.raises(InvalidRequest, match="does not decompress"):
         segment.decompress(b"not gzip", "gzip", 100)
+    with pytest.raises(InvalidRequest, match="ends before its gzip stream does"):
+        segment.decompress(gzip.compress(body)[:-9], "gzip", 100)
     with pytest.raises(InvalidRequest, match="Content-Encoding 'br' is not supported"):
         segment.decompress(body, "br", 100)
 

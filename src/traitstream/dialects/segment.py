@@ -75,9 +75,12 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise InvalidRequest(f"Content-Encoding {encoding!r} is not supported; send gzip or none")
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        return inflater.decompress(body, limit + 1)
+        inflated = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
         raise InvalidRequest(f"the gzip body does not decompress: {exc}") from exc
+    if len(inflated) <= limit and not inflater.eof:
+        raise InvalidRequest("the gzip body does not decompress: it ends before its gzip stream does")
+    return inflated
 
 
 def event_too_large() -> LimitExceeded:
