@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,14 @@ class EdgeSettings(CommonSettings):
         description="origins whose web pages may call the ingestion routes: * (any) or a "
         "comma-separated list such as https://www.example.com,https://app.example.com",
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        from traitstream.edge.cors import AllowedOrigins  # the edge's own module, loaded by the edge
+
+        AllowedOrigins.parse(value)  # refuse a bad list at start, naming the origin at fault
+        return value
 
 
 class WorkerSettings(CommonSettings):

@@ -10,6 +10,7 @@ from typing import Any, cast
 import orjson
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from traitstream.config import EdgeSettings
 from traitstream.edge.app import create_app
@@ -152,3 +153,5 @@ def test_allowed_origins_setting() -> None:
         with pytest.raises(ValueError, match="CORS origin"):
             AllowedOrigins.parse(bad)
     assert "AnonymousId" in ALLOW_HEADERS
+    with pytest.raises(ValidationError, match="cors_origins"):
+        EdgeSettings(cors_origins="shop.example.com")
