@@ -6,6 +6,7 @@ An edge whose allowed origins are a list, over the real broker, workers and stor
 from __future__ import annotations
 
 import gzip
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.sdks import node_ready, run_node
 from tests.support.stack import Broker, Stack, metric_sum
 
 ALLOWED = "https://shop.example.com"
@@ -161,3 +163,23 @@ def test_gzip_bodies_are_bounded_once_inflated(stack: Stack, path: str, expanded
     assert broken.status_code == 400 and "does not decompress" in broken.json()["message"]
     other = post(stack, path, b"{}", **stack.headers(), **{"Content-Encoding": "br"})
     assert other.status_code == 400 and "'br' is not supported" in other.json()["message"]
+
+
+def test_a_browser_on_another_origin_is_stopped_at_the_preflight(stack: Stack) -> None:
+    # Chromium serves the page from 127.0.0.1 on a port of its own: not the listed origin.
+    node_ready()
+    user = f"stopped-{uuid.uuid4().hex[:8]}"
+    report = run_node(
+        "browser.mjs",
+        {
+            "sdk": "rudderstack",
+            "edge": stack.url,
+            "writeKey": stack.api_key,
+            "userId": user,
+            "traits": {"a": 1},
+            "settleMs": 1500,
+        },
+    )
+    assert any("blocked by CORS policy" in line for line in report["console"]), report["console"]
+    time.sleep(2)
+    assert stack.profile(user) is None
