@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import orjson
 import pytest
-from fastapi import FastAPI
 from pydantic import ValidationError
+from starlette.types import ASGIApp
 
 from traitstream.config import EdgeSettings
 from traitstream.edge.app import create_app
@@ -33,13 +33,13 @@ INGESTION = (
 PAGE = "http://127.0.0.1:5000"
 
 
-def app(origins: str = "*") -> FastAPI:
+def app(origins: str = "*") -> ASGIApp:
     # No route reached here publishes: a stand-in keeps the producer from connecting.
     return create_app(EdgeSettings(cors_origins=origins), publisher=cast(KafkaPublisher, object()))
 
 
 def call(
-    edge: FastAPI, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    edge: ASGIApp, method: str, path: str, headers: dict[str, str], body: bytes = b""
 ) -> tuple[int, dict[str, str], bytes]:
     sent: list[dict[str, Any]] = []
     chunks = [{"type": "http.request", "body": body, "more_body": False}]
