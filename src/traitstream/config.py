@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from traitstream.origins import AllowedOrigins
+
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAITSTREAM_", extra="ignore", frozen=True)
@@ -61,8 +63,6 @@ class EdgeSettings(CommonSettings):
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: str) -> str:
-        from traitstream.edge.cors import AllowedOrigins  # the edge's own module, loaded by the edge
-
         AllowedOrigins.parse(value)  # refuse a bad list at start, naming the origin at fault
         return value
 

@@ -14,8 +14,9 @@ from starlette.types import ASGIApp
 
 from traitstream.config import EdgeSettings
 from traitstream.edge.app import create_app
-from traitstream.edge.cors import ALLOW_HEADERS, AllowedOrigins
+from traitstream.edge.cors import ALLOW_HEADERS
 from traitstream.edge.publisher import KafkaPublisher
+from traitstream.origins import AllowedOrigins
 
 INGESTION = (
     "/api/identify",

@@ -25,12 +25,13 @@ from traitstream.avro.schemas import schema_source
 from traitstream.config import EdgeSettings
 from traitstream.edge.auth import Authenticator
 from traitstream.edge.context import EdgeContext, json_response
-from traitstream.edge.cors import AllowedOrigins, Cors, cors_refusals
+from traitstream.edge.cors import Cors, cors_refusals
 from traitstream.edge.fast_path import FastPath, direct_endpoints
 from traitstream.edge.openapi import document_builder
 from traitstream.edge.publisher import KafkaPublisher
 from traitstream.edge.routes import amplitude, datafast, profiles, segment, thrivestack
 from traitstream.metrics import EdgeMetrics
+from traitstream.origins import AllowedOrigins
 from traitstream.runtime import tune_gc, warn_if_not_compiled
 from traitstream.store.reads import ProfileReader
 

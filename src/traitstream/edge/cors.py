@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
@@ -31,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from traitstream.edge.context import ErrorShape, json_response
 from traitstream.errors import Forbidden
+from traitstream.origins import AllowedOrigins
 
 log = logging.getLogger(__name__)
 
@@ -54,34 +54,6 @@ MAX_AGE_S = 86_400
 
 Refusal = Callable[[str, str], Response]
 """(message, response id) -> a route's answer to a refused origin, in its dialect's shape."""
-
-
-@dataclass(frozen=True, slots=True)
-class AllowedOrigins:
-    """The origins whose pages may call the ingestion routes: any, or a list."""
-
-    any: bool
-    origins: frozenset[str]
-
-    @classmethod
-    def parse(cls, text: str) -> AllowedOrigins:
-        """``*`` (any origin) or a comma-separated list such as
-        ``https://shop.example.com,https://www.example.com``."""
-        items = [item.strip().rstrip("/") for item in text.split(",") if item.strip()]
-        if not items:
-            raise ValueError("the CORS origins are empty; give * (any) or a comma-separated list")
-        if "*" in items:
-            return cls(True, frozenset())
-        for item in items:
-            scheme, sep, host = item.partition("://")
-            if not sep or not scheme or not host or "/" in host:
-                raise ValueError(
-                    f"the CORS origin {item!r} is not an origin; write it as scheme://host[:port]"
-                )
-        return cls(False, frozenset(_normal(item) for item in items))
-
-    def allows(self, origin: str) -> bool:
-        return self.any or _normal(origin) in self.origins
 
 
 class Cors:
@@ -181,8 +153,3 @@ def _origin(scope: Scope) -> bytes | None:
         if key == b"origin":
             return bytes(value)
     return None
-
-
-def _normal(origin: str) -> str:
-    """Origins compare without case and without a trailing slash."""
-    return origin.strip().rstrip("/").lower()

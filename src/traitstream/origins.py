@@ -1,0 +1,41 @@
+"""Which web origins may call the edge's ingestion routes (``TRAITSTREAM_CORS_ORIGINS``).
+
+A plain value, read by the settings (to refuse a bad list at start) and by the edge's
+CORS middleware (``edge.cors``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedOrigins:
+    """The origins whose pages may call the ingestion routes: any, or a list."""
+
+    any: bool
+    origins: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedOrigins:
+        """``*`` (any origin) or a comma-separated list such as
+        ``https://shop.example.com,https://www.example.com``."""
+        items = [item.strip().rstrip("/") for item in text.split(",") if item.strip()]
+        if not items:
+            raise ValueError("the CORS origins are empty; give * (any) or a comma-separated list")
+        if "*" in items:
+            return cls(True, frozenset())
+        for item in items:
+            scheme, sep, host = item.partition("://")
+            if not sep or not scheme or not host or "/" in host:
+                raise ValueError(
+                    f"the CORS origin {item!r} is not an origin; write it as scheme://host[:port]"
+                )
+        return cls(False, frozenset(_normal(item) for item in items))
+
+    def allows(self, origin: str) -> bool:
+        return self.any or _normal(origin) in self.origins
+
+
+def _normal(origin: str) -> str:
+    """Origins compare without case and without a trailing slash."""
+    return origin.strip().rstrip("/").lower()
