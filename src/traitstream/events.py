@@ -29,6 +29,8 @@ class Kind(StrEnum):
 
     IDENTIFY = "identify"
     ERASE = "erase"
+    ALIAS = "alias"
+    """``previous_id`` is the same person as ``user_id``: merge its profile into the user's."""
 
 
 class Op(StrEnum):
@@ -87,7 +89,7 @@ times looking it up, and the worker takes one per identify it applies."""
 
 
 class IdentifyEvent(NamedTuple):
-    """One identify, as every dialect parses it and the worker applies it.
+    """One identify (or erasure, or alias), as every dialect parses it and the worker applies it.
 
     Immutable, and a named tuple for the same reason as ``Operation``: the edge
     builds one per identify, and a frozen dataclass of 13 fields took a sixth of
@@ -106,6 +108,14 @@ class IdentifyEvent(NamedTuple):
     context: dict[str, JSON] | None = None
     operations: tuple[Operation, ...] = ()
     kind: Kind = Kind.IDENTIFY
+    previous_id: str | None = None
+    """Only for ``Kind.ALIAS``: the earlier id (anonymous or user) of ``user_id``."""
+
+    @property
+    def message_id(self) -> str:
+        """What the profile's provenance names the event by: the client's dedupe key,
+        else the id of the request that carried it."""
+        return self.dedupe_key if self.dedupe_key is not None else self.response_id
 
     @property
     def event_id(self) -> str:

@@ -9,9 +9,11 @@ from collections.abc import Iterable
 from confluent_kafka import Producer
 
 from traitstream.avro import codec
-from traitstream.avro.schemas import LOCAL_SCHEMA_ID
+from traitstream.avro.schemas import LocalSchemas
 from traitstream.events import IdentifyEvent, Op, Operation
 from traitstream.kafka_producer import producer_config
+
+_SCHEMAS = LocalSchemas()
 
 
 def event(
@@ -46,7 +48,7 @@ def publish(bootstrap: str, topic: str, events: Iterable[IdentifyEvent | bytes],
         if isinstance(item, bytes):
             value, record_key = item, key
         else:
-            value, record_key = codec.encode(item, LOCAL_SCHEMA_ID), item.partition_key
+            value, record_key = codec.encode(item, codec.writer_id(item, _SCHEMAS)), item.partition_key
         producer.produce(
             topic, value=value, key=record_key, on_delivery=lambda e, _m: failures.append(e) if e else None
         )

@@ -7,10 +7,16 @@ import struct
 from collections.abc import Callable, Iterator
 
 import pytest
-from fastavro import parse_schema, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from traitstream.avro import codec, v1
-from traitstream.avro.schemas import LOCAL_SCHEMA_ID, LocalSchemas, load_v1_text
+from traitstream.avro.schemas import (
+    LOCAL_ALIAS_SCHEMA_ID,
+    LOCAL_SCHEMA_ID,
+    LocalSchemas,
+    load_v1_r1_text,
+    load_v1_text,
+)
 from traitstream.errors import InvalidRecord
 from traitstream.events import IdentifyEvent, Kind, Op, Operation
 
@@ -52,10 +58,89 @@ def test_erase_round_trips() -> None:
     assert codec.decode(codec.encode(erase, LOCAL_SCHEMA_ID), SCHEMAS) == erase
 
 
+ALIAS = IdentifyEvent(
+    workspace_id="ws",
+    user_id="u1",
+    anonymous_ids=("dev-1",),
+    dialect="segment",
+    event_time_ms=1_700_000_000_123,
+    received_time_ms=1_700_000_000_456,
+    response_id="r2",
+    event_index=1,
+    dedupe_key="alias-1",
+    context={"library": {"name": "analytics-python"}},
+    kind=Kind.ALIAS,
+    previous_id="old-user",
+)
+
+
+def test_an_alias_is_written_in_the_current_revision_and_round_trips() -> None:
+    assert codec.writer_id(ALIAS, SCHEMAS) == LOCAL_ALIAS_SCHEMA_ID
+    assert codec.writer_id(EVENT, SCHEMAS) == codec.writer_id(EVENT._replace(kind=Kind.ERASE), SCHEMAS)
+    assert codec.writer_id(EVENT, SCHEMAS) == LOCAL_SCHEMA_ID
+    data = codec.encode(ALIAS, LOCAL_ALIAS_SCHEMA_ID)
+    assert codec.decode(data, SCHEMAS) == ALIAS
+    # The bytes are fastavro's for the current revision.
+    out = io.BytesIO()
+    out.write(data[:5])
+    schemaless_writer(out, parse_schema(json.loads(load_v1_text())), codec.to_record(ALIAS))
+    assert out.getvalue() == data
+
+
+def test_identifies_keep_the_first_revisions_bytes() -> None:
+    """What every worker release reads: the edge writes identifies and erasures as before."""
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID))
+    schemaless_writer(out, parse_schema(json.loads(load_v1_r1_text())), codec.to_record(EVENT))
+    assert codec.encode(EVENT, LOCAL_SCHEMA_ID) == out.getvalue()
+
+
+def test_records_of_the_current_revision_from_other_services_decode() -> None:
+    """Identifies written with the current revision (previous_id null) read as identifies."""
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", LOCAL_ALIAS_SCHEMA_ID))
+    schemaless_writer(out, parse_schema(json.loads(load_v1_text())), codec.to_record(EVENT))
+    assert codec.decode(out.getvalue(), SCHEMAS) == EVENT
+
+
+def test_a_reader_of_the_first_revision_sees_an_alias_as_unknown() -> None:
+    """What a worker that knows only the first revision makes of an alias it reaches
+    through a registry: the enum's default, a kind it refuses (dead-lettered)."""
+    body = codec.encode(ALIAS, LOCAL_ALIAS_SCHEMA_ID)[5:]
+    old = parse_schema(json.loads(load_v1_r1_text()))
+    record = schemaless_reader(io.BytesIO(body), parse_schema(json.loads(load_v1_text())), old)
+    assert record["kind"] == "unknown" and "previous_id" not in record
+    with pytest.raises(InvalidRecord, match="kind 'unknown'"):
+        codec.from_record(record)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"previous_id": None}, "an alias needs previous_id"),
+        ({"previous_id": ""}, "an alias needs previous_id"),
+        ({"previous_id": "p" * 256}, "previous_id is longer than 255"),
+        ({"previous_id": "a\x00b"}, "previous_id holds a NUL"),
+        ({"user_id": None}, "an alias needs user_id"),
+        ({"operations": [{"op": "set", "trait": "a", "value_json": "1"}]}, "an alias carries no operations"),
+        ({"kind": "identify"}, "only an alias has one"),
+    ],
+)
+def test_an_invalid_alias_is_refused(changes: dict, named: str) -> None:
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", LOCAL_ALIAS_SCHEMA_ID))
+    schemaless_writer(out, parse_schema(json.loads(load_v1_text())), codec.to_record(ALIAS) | changes)
+    with pytest.raises(InvalidRecord) as caught:
+        codec.decode(out.getvalue(), SCHEMAS)
+    assert caught.value.reason == "invalid_content"
+    assert named in caught.value.message
+
+
 def test_v1_records_stay_readable_by_the_reader() -> None:
-    """A record written by another service with the v1 schema file itself (not our
-    encoder), using only required fields, decodes with every default filled in."""
-    schema = parse_schema(json.loads(load_v1_text()))
+    """A record written by another service with the first revision of the v1 schema
+    file itself (not our encoder), using only required fields, decodes with every
+    default filled in."""
+    schema = parse_schema(json.loads(load_v1_r1_text()))
     record = {
         "kind": "identify",
         "workspace_id": "ws",
@@ -93,7 +178,7 @@ def _with(**changes: object) -> bytes:
     record = codec.to_record(EVENT) | changes
     out = io.BytesIO()
     out.write(b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID))
-    schemaless_writer(out, parse_schema(json.loads(load_v1_text())), record)
+    schemaless_writer(out, parse_schema(json.loads(load_v1_r1_text())), record)
     return out.getvalue()
 
 
@@ -140,7 +225,7 @@ def _outcome(decoder: object, data: bytes) -> object:
         return (exc.reason, exc.message)
 
 
-def _random_record(rng: random.Random) -> dict:
+def _random_record(rng: random.Random, current: bool = False) -> dict:
     """A v1 record, valid or not in any of the ways the checks look for."""
 
     def text(valid: bool = True) -> str:
@@ -191,8 +276,10 @@ def _random_record(rng: random.Random) -> dict:
             "value_json": json_text(),
         }
 
+    kinds = ["identify", "identify", "erase", "unknown", *(["alias"] * 4 if current else [])]
     return {
-        "kind": rng.choice(["identify", "identify", "erase", "unknown"]),
+        "previous_id": rng.choice([None, "", "p1", text(False), "p" * 256]) if current else None,
+        "kind": rng.choice(kinds),
         "workspace_id": rng.choice(["ws", "", text(False)]),
         "user_id": rng.choice([None, "", "u1", text(False), "u" * 256]),
         "anonymous_ids": rng.choice([[], ["d1"], ["d1", ""], [text(False)], ["a" * 256]]),
@@ -204,7 +291,9 @@ def _random_record(rng: random.Random) -> dict:
         "event_index": rng.randrange(-(2**40), 2**40),
         "dedupe_key": rng.choice([None, "", "k", text(False)]),
         "context_json": rng.choice([None, "null", "[1]", '{"ip": "1.2.3.4"}', json_text()]),
-        "operations": [operation() for _ in range(rng.choice([0, 1, 3, 9, 70]))],
+        "operations": [
+            operation() for _ in range(rng.choice([0, 0, 0, 1, 3] if current else [0, 1, 3, 9, 70]))
+        ],
     }
 
 
@@ -230,14 +319,15 @@ READERS = [
 ]
 
 
-def _records(count: int, seed: int) -> Iterator[tuple[dict, bytes]]:
-    """Random v1 records, valid or not, half of them corrupted after encoding."""
+def _records(count: int, seed: int, current: bool = False) -> Iterator[tuple[dict, bytes]]:
+    """Random v1 records (of the first revision, or the current one), valid or not,
+    half of them corrupted after encoding."""
     rng = random.Random(seed)
-    schema = parse_schema(json.loads(load_v1_text()))
+    schema = parse_schema(json.loads(load_v1_text() if current else load_v1_r1_text()))
     for index in range(count):
         out = io.BytesIO()
-        out.write(b"\x00" + struct.pack(">I", LOCAL_SCHEMA_ID))
-        record = _random_record(rng) if index % 3 else codec.to_record(EVENT)
+        out.write(b"\x00" + struct.pack(">I", LOCAL_ALIAS_SCHEMA_ID if current else LOCAL_SCHEMA_ID))
+        record = _random_record(rng, current) if index % 3 else codec.to_record(ALIAS if current else EVENT)
         schemaless_writer(out, schema, record)
         yield record, out.getvalue() if index % 2 else _corrupt(rng, out.getvalue())
 
@@ -249,7 +339,7 @@ def test_the_fast_path_agrees_with_the_full_checks(
     monkeypatch.setattr(v1, "read_event", reader)
     fast, full = 0, 0
     for record, data in _records(3000, seed=11):
-        expected = _outcome(lambda d: codec._decode_checked(d, codec._READER), data)
+        expected = _outcome(lambda d: codec._decode_checked(d, codec._FIRST, codec._FIRST_REVISION), data)
         assert _outcome(lambda d: codec.decode(d, SCHEMAS), data) == expected, record
         try:
             reader(data, 5)
@@ -258,6 +348,20 @@ def test_the_fast_path_agrees_with_the_full_checks(
             full += 1
     # Both paths were exercised, each many times.
     assert fast > 300 and full > 300
+
+
+def test_the_fast_path_of_the_current_revision_agrees_with_the_full_checks() -> None:
+    fast, aliases = 0, 0
+    for record, data in _records(3000, seed=17, current=True):
+        expected = _outcome(lambda d: codec._decode_checked(d, codec._READER, codec._CURRENT_REVISION), data)
+        assert _outcome(lambda d: codec.decode(d, SCHEMAS), data) == expected, record
+        try:
+            event = v1.read_event_python(data, 5, current=True)
+            fast += 1
+            aliases += event.kind is Kind.ALIAS
+        except (ValueError, LookupError):
+            pass
+    assert fast > 300 and aliases > 100
 
 
 @pytest.mark.parametrize("reader", READERS)

@@ -15,6 +15,7 @@ from traitstream.worker import plan as plan_module
 from traitstream.worker.plan import (
     AnonKey,
     StoredProfile,
+    UserKey,
     growth_bound,
     lock_names,
     loose_growth,
@@ -47,21 +48,38 @@ def ev(
 
 
 class Store:
-    """Applies plans to in-memory rows, as the Postgres store does, batch after batch."""
+    """Applies plans to in-memory rows, as the Postgres store does, batch after batch:
+    links and aliases of merged profiles follow them, deletes cascade to both."""
 
     def __init__(self) -> None:
         self.rows: dict[uuid.UUID, StoredProfile] = {}
         self.links: dict[AnonKey, uuid.UUID] = {}
+        self.aliases: dict[UserKey, uuid.UUID] = {}
+        self.conflicts = 0
 
     def run(self, *events: IdentifyEvent, cap: int = 512 * 1024) -> list[int]:
-        wanted = rows_to_load(events, self.links)
+        wanted = rows_to_load(events, self.links, self.aliases)
         loaded = {i: self.rows[i] for i in wanted if i in self.rows}
-        plan = plan_batch(events, dict(self.links), loaded, NOW, cap)
+        plan = plan_batch(events, dict(self.links), loaded, NOW, cap, aliases=dict(self.aliases))
+
+        def final(pid: uuid.UUID) -> uuid.UUID | None:
+            while pid in plan.moves:
+                pid = plan.moves[pid]
+            return pid if pid in plan.upserts else None
+
+        for stored, planned in ((self.links, plan.links), (self.aliases, plan.aliases)):
+            for key, pid in stored.items():
+                target = final(pid) if pid in plan.moves else None
+                if target is not None:
+                    planned.setdefault(key, target)  # type: ignore[arg-type]
         for pid in plan.deletes:
             self.rows.pop(pid, None)
             self.links = {k: v for k, v in self.links.items() if v != pid}
+            self.aliases = {k: v for k, v in self.aliases.items() if v != pid}
         self.rows.update(plan.upserts)
         self.links.update(plan.links)
+        self.aliases.update(plan.aliases)
+        self.conflicts += plan.conflicts
         return plan.rejected
 
     def traits(self, pid: uuid.UUID) -> dict:

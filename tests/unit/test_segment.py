@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from traitstream.dialects import segment
+from traitstream.dialects import segment, segment_single
 from traitstream.dialects.common import Envelope
 from traitstream.errors import InvalidRequest, LimitExceeded
-from traitstream.events import Op, Operation
+from traitstream.events import Kind, Op, Operation
 
 ENV = Envelope("ws", "resp-1", 1_700_000_000_000)
 
@@ -124,16 +124,64 @@ def test_batch_keeps_identifies_and_ignores_other_types() -> None:
                 {"type": "page", "anonymousId": "x"},
                 {"type": "screen"},
                 {"type": "group", "groupId": "g"},
-                {"type": "alias", "previousId": "p"},
+                {"type": "alias", "previousId": "p", "userId": "u", "messageId": "m-6"},
             ],
             "context": {"a": 0, "b": 2},
             "writeKey": "wk",
         }
     )
-    (event,) = result.identifies
+    event, alias = result.identifies
     assert event.event_index == 1
     assert event.context == {"a": 1, "b": 2}
-    assert result.ignored == ("track", "page", "screen", "group", "alias")
+    assert (alias.kind, alias.previous_id, alias.user_id, alias.event_index) == (Kind.ALIAS, "p", "u", 5)
+    assert alias.dedupe_key == "m-6" and alias.context == {"a": 0, "b": 2} and alias.operations == ()
+    assert result.ignored == ("track", "page", "screen", "group")
+
+
+def alias(body: object) -> segment.Result:
+    return segment.parse(segment_single.reader("alias", "/v1/alias")(orjson.dumps(body)), ENV)
+
+
+def test_alias_maps_previous_id_user_id_time_and_message_id() -> None:
+    (event,) = alias(
+        {
+            "previousId": "anon-1",
+            "userId": "u-1",
+            "anonymousId": "anon-2",
+            "messageId": "m-1",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "context": {"library": {"name": "analytics-python"}},
+            "writeKey": "wk",
+        }
+    ).identifies
+    assert event.kind is Kind.ALIAS
+    assert (event.previous_id, event.user_id, event.anonymous_ids) == ("anon-1", "u-1", ("anon-2",))
+    assert event.event_time_ms == ms("2024-05-01T10:00:00")
+    assert event.dedupe_key == "m-1" and event.context == {"library": {"name": "analytics-python"}}
+    assert event.operations == () and event.dialect == "segment"
+    assert alias({"type": "alias", "previousId": 7, "userId": 8}).identifies[0].previous_id == "7"
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"userId": "u"}, "body.previousId is required for an alias"),
+        ({"previousId": "p"}, "body.userId is required for an alias"),
+        ({"previousId": "", "userId": "u"}, "body.previousId"),
+        ({"previousId": "p" * 256, "userId": "u"}, "body.previousId"),
+        ({"previousId": ["p"], "userId": "u"}, "body.previousId"),
+        ({"type": "identify", "previousId": "p", "userId": "u"}, "body.type must be alias on /v1/alias"),
+    ],
+)
+def test_a_bad_alias_is_refused_naming_the_field(body: dict[str, object], named: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        alias(body)
+    assert named in caught.value.message
+
+
+def test_identify_route_refuses_an_alias_body() -> None:
+    with pytest.raises(InvalidRequest, match=r"body\.type must be identify on /v1/identify"):
+        identify({"type": "alias", "previousId": "p", "userId": "u"})
 
 
 def test_original_timestamp_is_corrected_by_the_senders_clock_skew() -> None:
@@ -154,7 +202,10 @@ def test_original_timestamp_is_corrected_by_the_senders_clock_skew() -> None:
         ({"batch": []}, "the batch array is empty"),
         ({"batch": [3]}, "batch[0] must be a JSON object"),
         ({"batch": [{"userId": "u"}]}, "batch[0].type is required"),
-        ({"batch": [{"type": "purchase", "userId": "u"}]}, "batch[0].type must be one of identify, track"),
+        (
+            {"batch": [{"type": "purchase", "userId": "u"}]},
+            "batch[0].type must be one of identify, alias, track",
+        ),
         ({"batch": [{"type": "identify"}]}, "batch[0] needs userId or anonymousId"),
     ],
 )

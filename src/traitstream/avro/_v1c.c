@@ -5,6 +5,8 @@
  * They do what the Python functions of the same name in ``avro/v1.py`` do, byte for
  * byte and value for value, and that module stays the reference: it binds this one
  * at import (``bind``) and falls back to its own code whenever this one refuses.
+ * Both read and write the v1 schema's first revision only (identify and erase);
+ * aliases, in the current revision, are Python's alone.
  *
  * - ``read_event(data, start)`` returns the event of a record it can prove valid
  *   with the same cheap checks as the Python fast path, and raises ``ValueError``
@@ -52,7 +54,7 @@ static Py_ssize_t MaxIdChars;
 enum {
     F_WORKSPACE_ID, F_USER_ID, F_DIALECT, F_EVENT_TIME, F_RECEIVED_TIME, F_RESPONSE_ID,
     F_EVENT_INDEX, F_ANONYMOUS_IDS, F_CREATED, F_DEDUPE_KEY, F_CONTEXT, F_OPERATIONS,
-    F_KIND, N_FIELDS
+    F_KIND, F_PREVIOUS_ID, N_FIELDS
 };
 
 /* What a timestamp-millis reader can turn into a date (years 1 to 9999). */
@@ -522,6 +524,7 @@ read_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         (f[F_EVENT_INDEX] = PyLong_FromLongLong(event_index)) == NULL) {
         goto fail;
     }
+    f[F_PREVIOUS_ID] = Py_NewRef(Py_None); /* the first revision has no alias */
     Py_DECREF(anonymous);
     Py_DECREF(operations);
     return named_tuple(EventType, f, N_FIELDS);

@@ -5,9 +5,16 @@ the Avro binary body. ``decode`` reads any writer schema the ``SchemaSource``
 knows, resolved against the bundled v1 reader schema, and validates the content:
 whatever it returns is safe to apply; whatever is wrong raises ``InvalidRecord``.
 
-Records of exactly the v1 schema (what the edge writes) are encoded and decoded by
-the hand-written functions of ``avro/v1.py``, byte for byte as fastavro would; any
-other writer schema goes through fastavro.
+Records of exactly one of the two revisions of v1 (what the edge writes: the first
+for identifies and erasures, the current one for aliases) are encoded and decoded
+by the hand-written functions of ``avro/v1.py``, byte for byte as fastavro would;
+any other writer schema goes through fastavro.
+
+A worker of a release that knows only the first revision refuses an alias, and
+dead-letters it with the reason (``dlq replay`` sends it back once the workers know
+it): without a registry the current revision's id is unknown to it
+(``unknown_schema_id``); with one, its reader maps the ``alias`` symbol to the
+enum's default ``unknown`` and refuses that kind (``invalid_content``).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import orjson
 from fastavro import schemaless_reader, schemaless_writer
 
 from traitstream.avro import v1
-from traitstream.avro.schemas import SchemaSource, load_v1_text, parse
+from traitstream.avro.schemas import SchemaSource, load_v1_r1_text, load_v1_text, parse
 from traitstream.dialects.common import MAX_ID_CHARS
 from traitstream.errors import InvalidRecord
 from traitstream.events import JSON, IdentifyEvent, Kind, Op, Operation
@@ -28,6 +35,7 @@ from traitstream.events import JSON, IdentifyEvent, Kind, Op, Operation
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
 _READER = parse(load_v1_text())
+_FIRST = parse(load_v1_r1_text())
 _OPS_NEEDING_TRAIT = frozenset(Op) - {Op.CLEAR_ALL}
 _OPS_NEEDING_VALUE = _OPS_NEEDING_TRAIT - {Op.UNSET}
 _OP_OF = {op.value: op for op in Op}  # a dict lookup costs a fraction of Op(value)
@@ -59,10 +67,20 @@ def to_record(event: IdentifyEvent) -> dict[str, Any]:
             }
             for op in event.operations
         ],
+        "previous_id": event.previous_id,
     }
 
 
+def writer_id(event: IdentifyEvent, schemas: SchemaSource) -> int:
+    """The id of the revision ``encode`` writes ``event`` in: the current one for an
+    alias, the first for anything else. May block and raise as ``SchemaSource`` says."""
+    return schemas.alias_writer_id if event.kind is Kind.ALIAS else schemas.writer_id
+
+
 def encode(event: IdentifyEvent, schema_id: int, writer_schema: Any = _READER) -> bytes:
+    """The record of ``event`` under ``schema_id``. By default in the bundled revision
+    its kind needs, and ``schema_id`` must be that revision's (``writer_id``); with a
+    ``writer_schema``, in that schema."""
     if writer_schema is _READER:
         return v1.encode_body(event, _HEADER.pack(MAGIC, schema_id))
     out = io.BytesIO()
@@ -71,17 +89,17 @@ def encode(event: IdentifyEvent, schema_id: int, writer_schema: Any = _READER) -
     return out.getvalue()
 
 
-_v1_writers: dict[int, tuple[Any, bool]] = {}
+_OTHER, _FIRST_REVISION, _CURRENT_REVISION = 0, 1, 2
+_v1_writers: dict[int, tuple[Any, int]] = {}
 
 
-def _is_v1(writer: Any) -> bool:
-    """Whether a parsed writer schema is the bundled v1 schema (checked once per
+def _revision(writer: Any) -> int:
+    """Which bundled revision of v1 a parsed writer schema is, if any (checked once per
     schema object; the object is kept so that its id cannot be reused)."""
-    if writer is _READER:
-        return True
     known = _v1_writers.get(id(writer))
     if known is None or known[0] is not writer:
-        known = (writer, writer == _READER)
+        revision = _FIRST_REVISION if writer == _FIRST else _CURRENT_REVISION if writer == _READER else _OTHER
+        known = (writer, revision)
         if len(_v1_writers) < 1000:
             _v1_writers[id(writer)] = known
     return known[1]
@@ -96,28 +114,31 @@ def decode(data: bytes | None, schemas: SchemaSource) -> IdentifyEvent:
     if magic != MAGIC:
         raise InvalidRecord("not_avro", f"magic byte is {magic}, expected 0 (Confluent wire format)")
     writer = schemas.writer_schema(schema_id)
-    if _is_v1(writer):
-        try:
+    revision = _revision(writer)
+    try:
+        if revision == _FIRST_REVISION:
             return v1.read_event(data, _HEADER.size)
-        except (ValueError, LookupError):
-            pass  # not plainly fine: the full path finds out why
-    return _decode_checked(data, writer)
+        if revision == _CURRENT_REVISION:  # aliases only, from this edge: rare enough for Python
+            return v1.read_event_python(data, _HEADER.size, current=True)
+    except (ValueError, LookupError):
+        pass  # not plainly fine: the full path finds out why
+    return _decode_checked(data, writer, revision)
 
 
-def _decode_checked(data: bytes, writer: Any) -> IdentifyEvent:
+def _decode_checked(data: bytes, writer: Any, revision: int) -> IdentifyEvent:
     """Decode the body after the header with ``writer`` and check every field, in the
     order that decides which problem a record is refused for."""
     record: Any
-    if _is_v1(writer):
+    if revision != _OTHER:
         try:
-            record, end = v1.read_record(data, _HEADER.size)
+            record, end = v1.read_record(data, _HEADER.size, current=revision == _CURRENT_REVISION)
         except (v1.DecodeError, IndexError, UnicodeDecodeError) as exc:
             raise InvalidRecord("avro_decode", f"Avro body does not decode: {exc}") from exc
     else:
         buffer = io.BytesIO(data)
         buffer.seek(_HEADER.size)
         try:
-            record = schemaless_reader(buffer, writer, None if writer is _READER else _READER)
+            record = schemaless_reader(buffer, writer, _READER)
         except Exception as exc:  # fastavro raises many types for corrupt input
             raise InvalidRecord("avro_decode", f"Avro body does not decode: {exc}") from exc
         end = buffer.tell()
@@ -178,8 +199,8 @@ def _check_json_nul(text: str | None, value: JSON, where: str) -> None:
 def from_record(record: dict[str, Any]) -> IdentifyEvent:
     _check_text(record)
     kind = record["kind"]
-    if kind not in ("identify", "erase"):
-        raise InvalidRecord("invalid_content", f"kind {kind!r} is not identify or erase")
+    if kind not in ("identify", "erase", "alias"):
+        raise InvalidRecord("invalid_content", f"kind {kind!r} is not identify, erase or alias")
     workspace_id = record["workspace_id"]
     if not workspace_id:
         raise InvalidRecord("invalid_content", "workspace_id is empty")
@@ -191,6 +212,7 @@ def from_record(record: dict[str, Any]) -> IdentifyEvent:
         raise InvalidRecord("invalid_content", "anonymous_ids holds an empty id")
     if not record["response_id"]:
         raise InvalidRecord("invalid_content", "response_id is empty")
+    previous_id = _previous_id(record, kind)
     operations = []
     for index, raw in enumerate(record["operations"]):
         where = f"operations[{index}]"
@@ -226,4 +248,26 @@ def from_record(record: dict[str, Any]) -> IdentifyEvent:
         dedupe_key=record["dedupe_key"] or None,
         context=context,
         operations=tuple(operations),
+        previous_id=previous_id,
     )
+
+
+def _previous_id(record: dict[str, Any], kind: str) -> str | None:
+    previous_id: str | None = record.get("previous_id")
+    if kind != "alias":
+        if previous_id is not None:
+            raise InvalidRecord(
+                "invalid_content", f"previous_id is set on a record of kind {kind}; only an alias has one"
+            )
+        return None
+    if not previous_id:
+        raise InvalidRecord("invalid_content", "an alias needs previous_id")
+    if len(previous_id) > MAX_ID_CHARS:
+        raise InvalidRecord("invalid_content", f"previous_id is longer than {MAX_ID_CHARS} characters")
+    if "\x00" in previous_id:
+        raise InvalidRecord("invalid_content", "previous_id holds a NUL character")
+    if not record["user_id"]:
+        raise InvalidRecord("invalid_content", "an alias needs user_id")
+    if record["operations"]:
+        raise InvalidRecord("invalid_content", "an alias carries no operations")
+    return previous_id

@@ -1,9 +1,16 @@
 """Where writer schemas come from: the bundled schema, or a Confluent-compatible registry.
 
-Records carry a 4-byte schema id. Without a registry the edge writes
-``LOCAL_SCHEMA_ID`` and every reader knows that id as the bundled v1 schema.
-With a registry, the edge registers v1 under ``<topic>-value`` and writes the id
-the registry gives; readers fetch unknown ids from the registry once and cache them.
+Records carry a 4-byte schema id. The v1 schema has two revisions, both bundled:
+the first (``identify_v1_r1.avsc``: identify and erase) and the current one
+(``identify_v1.avsc``), which appends the ``alias`` kind and the ``previous_id``
+field. The edge writes each record in the first revision that can carry it, so
+identifies and erasures keep the first revision's bytes, which workers of every
+release read, and only aliases need the current revision.
+
+Without a registry the ids are fixed: ``LOCAL_SCHEMA_ID`` is the first revision,
+``LOCAL_ALIAS_SCHEMA_ID`` the current one. With a registry, the edge registers
+both under ``<topic>-value`` and writes the ids the registry gives; readers fetch
+unknown ids from the registry once and cache them.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from traitstream.config import CommonSettings
 from traitstream.errors import InvalidRecord, TraitstreamError, TransientError
 
 LOCAL_SCHEMA_ID = 1
+"""The first revision of v1, without a registry: identifies and erasures."""
+LOCAL_ALIAS_SCHEMA_ID = 2
+"""The current revision of v1, without a registry: aliases."""
 
 # What Confluent's own clients send; every compatible registry accepts it.
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -32,7 +42,13 @@ _SCHEMA_NOT_FOUND = 40403
 
 
 def load_v1_text() -> str:
+    """The current revision of the v1 schema: what every reader resolves records to."""
     return resources.files("traitstream.avro").joinpath("identify_v1.avsc").read_text("utf-8")
+
+
+def load_v1_r1_text() -> str:
+    """The first revision of the v1 schema (no alias, no ``previous_id``)."""
+    return resources.files("traitstream.avro").joinpath("identify_v1_r1.avsc").read_text("utf-8")
 
 
 def parse(text: str) -> Any:
@@ -42,7 +58,10 @@ def parse(text: str) -> Any:
 class SchemaSource(Protocol):
     """Maps schema ids to parsed writer schemas.
 
-    ``writer_id`` never blocks after construction. ``writer_schema`` may block on
+    ``writer_id`` (the first revision's id, for identifies and erasures) and
+    ``alias_writer_id`` (the current revision's, for aliases) may block on the network
+    the first time they are read and raise ``TransientError`` when the registry cannot
+    be reached; after that they never block. ``writer_schema`` may block on
     the network the first time it sees an id; it raises ``InvalidRecord`` for an id
     that does not exist and ``TransientError`` when the registry cannot be reached
     (retrying later can help).
@@ -51,27 +70,38 @@ class SchemaSource(Protocol):
     @property
     def writer_id(self) -> int: ...
 
+    @property
+    def alias_writer_id(self) -> int: ...
+
     def writer_schema(self, schema_id: int) -> Any: ...
 
 
 class LocalSchemas:
-    """The bundled v1 schema under ``LOCAL_SCHEMA_ID``; no network."""
+    """The bundled revisions of v1 under ``LOCAL_SCHEMA_ID`` and ``LOCAL_ALIAS_SCHEMA_ID``; no network."""
 
     def __init__(self) -> None:
-        self._v1 = parse(load_v1_text())
+        self._schemas = {
+            LOCAL_SCHEMA_ID: parse(load_v1_r1_text()),
+            LOCAL_ALIAS_SCHEMA_ID: parse(load_v1_text()),
+        }
 
     @property
     def writer_id(self) -> int:
         return LOCAL_SCHEMA_ID
 
+    @property
+    def alias_writer_id(self) -> int:
+        return LOCAL_ALIAS_SCHEMA_ID
+
     def writer_schema(self, schema_id: int) -> Any:
-        if schema_id != LOCAL_SCHEMA_ID:
+        schema = self._schemas.get(schema_id)
+        if schema is None:
             raise InvalidRecord(
                 "unknown_schema_id",
-                f"schema id {schema_id} is unknown (no schema registry configured; "
-                f"the bundled schema has id {LOCAL_SCHEMA_ID})",
+                f"schema id {schema_id} is unknown (no schema registry configured; the bundled "
+                f"schemas have ids {LOCAL_SCHEMA_ID} and {LOCAL_ALIAS_SCHEMA_ID})",
             )
-        return self._v1
+        return schema
 
 
 class RegistrySchemas:
@@ -91,6 +121,7 @@ class RegistrySchemas:
         self._cache: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._writer_id: int | None = None
+        self._alias_writer_id: int | None = None
 
     def _register(self, subject: str, text: str) -> int:
         """POST the bundled schema; the registry answers the id it already has for an
@@ -120,15 +151,27 @@ class RegistrySchemas:
 
     @property
     def writer_id(self) -> int:
-        """Registers the bundled schema on first use: only writers register, so readers
+        """Registers the first revision on first use: only writers register, so readers
         work with read-only registry credentials and start while the registry is down."""
         if self._writer_id is None:
-            text = load_v1_text()
-            schema_id = self._register(self._subject, text)
-            with self._lock:
-                self._cache[schema_id] = parse(text)
-            self._writer_id = schema_id
+            self._writer_id = self._register_text(load_v1_r1_text())
         return self._writer_id
+
+    @property
+    def alias_writer_id(self) -> int:
+        """Registers the current revision on first use, after the first one: a subject
+        that checks compatibility (BACKWARD, the registry's default, or FORWARD or FULL)
+        accepts it, since it only appends an enum symbol and a field with a default."""
+        if self._alias_writer_id is None:
+            _ = self.writer_id
+            self._alias_writer_id = self._register_text(load_v1_text())
+        return self._alias_writer_id
+
+    def _register_text(self, text: str) -> int:
+        schema_id = self._register(self._subject, text)
+        with self._lock:
+            self._cache[schema_id] = parse(text)
+        return schema_id
 
     def writer_schema(self, schema_id: int) -> Any:
         with self._lock:

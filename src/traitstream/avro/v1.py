@@ -1,5 +1,11 @@
 """The bundled v1 schema's records, written and read by hand.
 
+Two revisions of v1 are written and read here (``avro/schemas.py``): the first,
+which carries identifies and erasures, and the current one, which appends the
+``alias`` kind and the ``previous_id`` field and carries aliases. The functions
+take the first revision's layout unless told ``current``; ``encode_body`` writes
+an alias in the current one.
+
 fastavro interprets the schema for every record, which made Avro the largest cost
 of the edge and of the worker. Records of exactly the v1 schema (what the edge
 writes) go through these functions instead; ``codec`` chooses, adds the Confluent
@@ -31,6 +37,7 @@ from traitstream.dialects.common import MAX_ID_CHARS
 from traitstream.events import JSON, IdentifyEvent, Kind, Op, Operation
 
 _KINDS = ("identify", "erase", "unknown")
+_KINDS_CURRENT = (*_KINDS, "alias")
 _OPS = (
     "set",
     "set_once",
@@ -45,6 +52,7 @@ _OPS = (
     "unknown",
 )
 _KIND_BYTE = {Kind.IDENTIFY: b"\x00", Kind.ERASE: b"\x02"}
+_ALIAS_BYTE = _KINDS_CURRENT.index("alias") * 2
 _OP_BYTE = {Op(name): bytes([index * 2]) for index, name in enumerate(_OPS[:-1])}
 _NO_VALUE = frozenset({Op.UNSET, Op.CLEAR_ALL})
 # What a timestamp-millis reader can turn into a date (years 1 to 9999).
@@ -153,6 +161,15 @@ def encode_body_python(event: IdentifyEvent, header: bytes = b"") -> bytes:
     return bytes(out)
 
 
+def encode_alias_python(event: IdentifyEvent, header: bytes = b"") -> bytes:
+    """``header`` then the Avro body of an alias in the current revision: the first
+    revision's fields, with the alias symbol, then ``previous_id``."""
+    out = bytearray(encode_body_python(event._replace(kind=Kind.IDENTIFY), header))
+    out[len(header)] = _ALIAS_BYTE
+    out += _optional_string(event.previous_id)
+    return bytes(out)
+
+
 _SOME_SMALL = tuple(b"\x02" + bytes((n << 1,)) for n in range(64))
 """The union branch "present" and a one-byte length: most optional strings start so."""
 _TRAIT_NAMES: dict[str | None, bytes] = {}
@@ -245,13 +262,14 @@ class _Reader:
         }
 
 
-def read_record(data: bytes, start: int) -> tuple[dict[str, Any], int]:
-    """Read one v1 record from ``data[start:]``: (the record, where it ended).
-    Raises ``DecodeError`` (or ``IndexError``, ``UnicodeDecodeError``) for bytes
-    that are not one."""
+def read_record(data: bytes, start: int, current: bool = False) -> tuple[dict[str, Any], int]:
+    """Read one v1 record (of the current revision when ``current``, else of the
+    first) from ``data[start:]``: (the record, where it ended). Raises
+    ``DecodeError`` (or ``IndexError``, ``UnicodeDecodeError``) for bytes that are
+    not one."""
     r = _Reader(data, start)
     record = {
-        "kind": r.symbol(_KINDS),
+        "kind": r.symbol(_KINDS_CURRENT if current else _KINDS),
         "workspace_id": r.string(),
         "user_id": r.optional_string(),
         "anonymous_ids": r.array(r.string),
@@ -264,6 +282,7 @@ def read_record(data: bytes, start: int) -> tuple[dict[str, Any], int]:
         "dedupe_key": r.optional_string(),
         "context_json": r.optional_string(),
         "operations": r.array(r.operation),
+        "previous_id": r.optional_string() if current else None,
     }
     return record, r.pos
 
@@ -281,6 +300,7 @@ def read_record(data: bytes, start: int) -> tuple[dict[str, Any], int]:
 # Most records are read as many times as they are delivered, so this is a hot path.
 
 _FAST_KINDS = {0: Kind.IDENTIFY, 2: Kind.ERASE}
+_FAST_KINDS_CURRENT = _FAST_KINDS | {_ALIAS_BYTE: Kind.ALIAS}
 _FAST_OPS = {index * 2: Op(name) for index, name in enumerate(_OPS[:-1])}
 """Each known operation by its one-byte enum index (``unknown`` is left to the full path)."""
 _NO_TRAIT_BYTE = _OPS.index("clear_all") * 2
@@ -389,10 +409,11 @@ def _json_at(data: bytes, pos: int) -> tuple[JSON, int]:
     return orjson.loads(raw), pos
 
 
-def read_event_python(data: bytes, start: int) -> IdentifyEvent:
-    """The event of a valid v1 record whose body starts at ``start``; raises
-    ``ValueError`` or ``LookupError`` for any record it cannot prove valid."""
-    kind = _FAST_KINDS[data[start]]
+def read_event_python(data: bytes, start: int, current: bool = False) -> IdentifyEvent:
+    """The event of a valid v1 record (of the current revision when ``current``, else
+    of the first) whose body starts at ``start``; raises ``ValueError`` or
+    ``LookupError`` for any record it cannot prove valid."""
+    kind = (_FAST_KINDS_CURRENT if current else _FAST_KINDS)[data[start]]
     workspace_id, pos = _id_at(data, start + 1)
     user_id, pos = _optional_text_at(data, pos)
     if user_id is not None and len(user_id) > MAX_ID_CHARS:
@@ -490,6 +511,15 @@ def read_event_python(data: bytes, start: int) -> IdentifyEvent:
                     known.clear()
                 known[key] = operation
         count, pos = _count_at(data, pos)
+    previous_id = None
+    if current:
+        previous_id, pos = _optional_text_at(data, pos)
+        if previous_id is not None and (not previous_id or len(previous_id) > MAX_ID_CHARS):
+            raise _NotPlain
+    if (kind is Kind.ALIAS) != (previous_id is not None) or (
+        kind is Kind.ALIAS and (not user_id or operations)
+    ):
+        raise _NotPlain
     if pos != len(data):
         raise _NotPlain
     return IdentifyEvent(
@@ -506,6 +536,7 @@ def read_event_python(data: bytes, start: int) -> IdentifyEvent:
         dedupe_key=dedupe_key or None,
         context=context,
         operations=tuple(operations),
+        previous_id=previous_id,
     )
 
 
@@ -535,7 +566,10 @@ if _v1c is not None:
 
 
 def encode_body(event: IdentifyEvent, header: bytes = b"") -> bytes:
-    """``header`` then the Avro body of ``event`` in the v1 schema (``encode_body_python``)."""
+    """``header`` then the Avro body of ``event`` in the v1 schema (``encode_body_python``):
+    an alias in the current revision (``encode_alias_python``), anything else in the first."""
+    if event.kind is Kind.ALIAS:
+        return encode_alias_python(event, header)
     if _v1c is not None:
         try:
             return _v1c.encode_body(event, header)

@@ -1,9 +1,13 @@
-"""Segment-compatible tracking API: ``POST /v1/identify`` and ``POST /v1/batch``.
+"""Segment-compatible tracking API: ``POST /v1/identify``, ``/v1/alias`` and ``/v1/batch``.
 
-Only ``identify`` messages change a profile; their traits are ``traits`` over
-``context.traits`` (where RudderStack's SDKs put them). A batch may also carry ``track``,
-``page``, ``screen``, ``group`` and ``alias`` messages, as Segment's SDKs send them
-together: those are accepted and ignored (the caller counts them), so an SDK
+RudderStack's HTTP API is the same wire format, so its SDKs use these routes too.
+
+``identify`` messages change a profile; their traits are ``traits`` over
+``context.traits`` (where RudderStack's SDKs put them). ``alias`` messages
+(``previousId`` → ``userId``) merge the previous id's profile into the user's. A
+batch may also carry ``track``, ``page``, ``screen`` and ``group`` messages, as
+Segment's SDKs send them together: those are accepted and ignored (the caller
+counts them), so an SDK
 pointed here keeps working. Reserved traits are checked like their snake_case
 forms (``traits.SEGMENT_TYPED``); ``name`` is filled from ``firstName`` and
 ``lastName``; ``createdAt`` is when the user's profile was created.
@@ -35,13 +39,14 @@ from traitstream.dialects.common import (
 )
 from traitstream.dialects.traits import SEGMENT_TYPED, check_typed
 from traitstream.errors import InvalidRequest, LimitExceeded
-from traitstream.events import JSON, IdentifyEvent, set_operations
+from traitstream.events import JSON, IdentifyEvent, Kind, set_operations
 
 DIALECT = "segment"
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 IDENTIFY = "identify"
-IGNORED_TYPES = ("track", "page", "screen", "group", "alias")
+ALIAS = "alias"
+IGNORED_TYPES = ("track", "page", "screen", "group")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,7 @@ class Request:
 @dataclass(frozen=True, slots=True)
 class Result:
     identifies: tuple[IdentifyEvent, ...]
+    """The identify and alias events, in the request's order."""
     ignored: tuple[str, ...]
     """The type of each message accepted but not stored."""
     clamped: int = 0
@@ -133,13 +139,17 @@ def parse(request: Request, envelope: Envelope) -> Result:
             event, at_receipt = _identify(message, where, index, request, envelope)
             identifies.append(event)
             clamped += at_receipt
+        elif kind == ALIAS:
+            event, at_receipt = _alias(message, where, index, request, envelope)
+            identifies.append(event)
+            clamped += at_receipt
         elif kind in IGNORED_TYPES:
             ignored.append(kind)
         elif kind is None:
             raise InvalidRequest(f"{where}.type is required", field="type")
         else:
             raise InvalidRequest(
-                f"{where}.type must be one of {', '.join((IDENTIFY, *IGNORED_TYPES))}, got {kind!r}",
+                f"{where}.type must be one of {', '.join((IDENTIFY, ALIAS, *IGNORED_TYPES))}, got {kind!r}",
                 field="type",
             )
     return Result(tuple(identifies), tuple(ignored), clamped)
@@ -179,6 +189,45 @@ def _identify(
         operations=set_operations(traits.items()),
     )
     return event, event_time != claimed
+
+
+def _alias(
+    message: dict[str, Any], where: str, index: int, request: Request, envelope: Envelope
+) -> tuple[IdentifyEvent, bool]:
+    """``previousId`` (an anonymous id or an earlier user id) is ``userId`` from now on.
+    An ``anonymousId`` beside them is linked as an identify's would be. The time as
+    for an identify."""
+    user_id = _id(message, "userId", where)
+    if user_id is None:
+        raise InvalidRequest(f"{where}.userId is required for an alias", field="userId")
+    previous_id = _id(message, "previousId", where)
+    if previous_id is None:
+        raise InvalidRequest(f"{where}.previousId is required for an alias", field="previousId")
+    anonymous_id = _id(message, "anonymousId", where)
+    claimed = _client_time(message, where, request, envelope)
+    event_time = event_time_ms(claimed, envelope)
+    event = IdentifyEvent(
+        workspace_id=envelope.workspace_id,
+        user_id=user_id,
+        anonymous_ids=() if anonymous_id is None else (anonymous_id,),
+        dialect=DIALECT,
+        event_time_ms=event_time,
+        received_time_ms=envelope.received_time_ms,
+        response_id=envelope.response_id,
+        event_index=index,
+        dedupe_key=_id(message, "messageId", where),
+        context=_context(message, where, request),
+        kind=Kind.ALIAS,
+        previous_id=previous_id,
+    )
+    return event, event_time != claimed
+
+
+def _context(message: dict[str, Any], where: str, request: Request) -> dict[str, JSON] | None:
+    context = optional_object(message, "context", where)
+    if request.context is not None:
+        context = request.context | (context or {})
+    return context
 
 
 def _id(message: dict[str, Any], field: str, where: str) -> str | None:

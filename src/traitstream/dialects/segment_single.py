@@ -1,11 +1,12 @@
-"""The Segment-compatible routes that take one message of a type that changes no
-profile: ``/v1/track``, ``/v1/page``, ``/v1/screen``, ``/v1/group`` and ``/v1/alias``,
-and analytics.js's short forms of them (``/v1/t``, ``/v1/p``, ``/v1/s``, ``/v1/g``,
-``/v1/a``).
+"""The Segment-compatible routes that take one message of a type other than identify:
+``/v1/track``, ``/v1/page``, ``/v1/screen`` and ``/v1/group``, whose messages change no
+profile, ``/v1/alias``, and analytics.js's short forms of them (``/v1/t``, ``/v1/p``,
+``/v1/s``, ``/v1/g``, ``/v1/a``).
 
-An SDK sends these beside its identifies; they are accepted and ignored, so that it
-keeps working. Each body is one JSON object (as ``text/plain`` from analytics.js and
-``sendBeacon``), at most 32 KB, whose ``type``, when given, must be the route's.
+An SDK sends the first four beside its identifies; they are accepted and ignored, so
+that it keeps working. An alias is parsed as in a batch (``segment.parse``). Each
+body is one JSON object (as ``text/plain`` from analytics.js and ``sendBeacon``), at
+most 32 KB, whose ``type``, when given, must be the route's.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ ROUTES = {
     "page": ("/v1/page", "/v1/p"),
     "screen": ("/v1/screen", "/v1/s"),
     "group": ("/v1/group", "/v1/g"),
-    "alias": ("/v1/alias", "/v1/a"),
 }
 """Each ignored type, and its paths: the tracking API's, then analytics.js's."""
+ALIAS_PATHS = ("/v1/alias", "/v1/a")
+"""The alias's paths: the tracking API's, then analytics.js's."""
 
 
 def reader(kind: str, path: str) -> Callable[[bytes], segment.Request]:

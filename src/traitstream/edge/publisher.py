@@ -27,7 +27,7 @@ from traitstream.avro import codec
 from traitstream.avro.schemas import SchemaSource
 from traitstream.edge.report_signal import ReportSignal
 from traitstream.errors import TransientError, Unavailable
-from traitstream.events import IdentifyEvent
+from traitstream.events import IdentifyEvent, Kind
 from traitstream.kafka_producer import DEFAULT_LINGER_MS, RenewableProducer
 from traitstream.metrics import EdgeMetrics
 
@@ -179,6 +179,8 @@ class KafkaPublisher:
     async def publish(self, events: Sequence[IdentifyEvent]) -> None:
         try:
             schema_id = self._schemas.writer_id
+            # Aliases are written in the schema's current revision (codec.writer_id).
+            alias_id = self._schemas.alias_writer_id if any(e.kind is Kind.ALIAS for e in events) else 0
         except TransientError as exc:
             raise Unavailable(f"the schema registry cannot be reached: {exc}") from exc
         pending = _Pending(len(events), asyncio.get_running_loop())
@@ -187,7 +189,8 @@ class KafkaPublisher:
         try:
             try:
                 for event in events:
-                    produce(topic, codec.encode(event, schema_id), event.partition_key, report)
+                    record_id = alias_id if event.kind is Kind.ALIAS else schema_id
+                    produce(topic, codec.encode(event, record_id), event.partition_key, report)
             except (BufferError, KafkaException) as exc:
                 self._metrics.produce_errors.inc()
                 raise Unavailable(f"the broker cannot take more identifies now: {exc}") from exc

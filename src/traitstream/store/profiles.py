@@ -31,10 +31,12 @@ from traitstream.worker.plan import (
     AnonKey,
     BatchPlan,
     StoredProfile,
+    UserKey,
     anon_keys,
     lock_names,
     plan_batch,
     rows_to_load,
+    user_keys,
 )
 from traitstream.worker.records import ApplyResult, Positioned, RejectHandler
 
@@ -78,6 +80,19 @@ SELECT i.workspace_id, i.anonymous_id, i.profile_id
 FROM identities AS i
 JOIN unnest(%s::text[], %s::text[]) AS k (w, a) ON i.workspace_id = k.w AND i.anonymous_id = k.a
 """
+_SELECT_ALIASES = """
+SELECT u.workspace_id, u.user_id, u.profile_id
+FROM user_aliases AS u
+JOIN unnest(%s::text[], %s::text[]) AS k (w, a) ON u.workspace_id = k.w AND u.user_id = k.a
+"""
+# The ids still linked or aliased to profiles a batch merges away, read before the
+# deletes (which would cascade them away) and written again to the merged profile.
+_SELECT_MOVED_LINKS = (
+    "SELECT workspace_id, anonymous_id, profile_id FROM identities WHERE profile_id = ANY(%s)"
+)
+_SELECT_MOVED_ALIASES = (
+    "SELECT workspace_id, user_id, profile_id FROM user_aliases WHERE profile_id = ANY(%s)"
+)
 _SELECT_PROFILES = """
 SELECT profile_id, workspace_id, user_id, traits::text, coalesce(stamps, trait_meta, '{}')::text,
        (extract(epoch FROM created_at) * 1000)::bigint,
@@ -103,6 +118,11 @@ _UPSERT_LINKS = """
 INSERT INTO identities (workspace_id, anonymous_id, profile_id)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[])
 ON CONFLICT (workspace_id, anonymous_id) DO UPDATE SET profile_id = EXCLUDED.profile_id, linked_at = now()
+"""
+_UPSERT_ALIASES = """
+INSERT INTO user_aliases (workspace_id, user_id, profile_id)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[])
+ON CONFLICT (workspace_id, user_id) DO UPDATE SET profile_id = EXCLUDED.profile_id, aliased_at = now()
 """
 _SAVE_OFFSETS = """
 UPDATE applied_offsets AS o SET next_offset = n.next_offset
@@ -263,13 +283,18 @@ class ProfileStore(ProfileWriter):
             conn.execute(_ADVISORY, (lock_names(events),))
         keys = sorted(anon_keys(events))
         linked = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys])) if keys else None
+        users = sorted(user_keys(events))
+        aliased = (
+            conn.execute(_SELECT_ALIASES, ([k[0] for k in users], [k[1] for k in users])) if users else None
+        )
         stored = {int(p): int(o) for p, o in offsets.fetchall()}
         todo = [r for r in records if r.offset >= stored.get(r.partition, 0)]
         fresh = [r.event for r in todo]
         plan = BatchPlan()
         if fresh:
             links = {} if linked is None else {(w, a): p for w, a, p in linked.fetchall()}
-            plan = self._plan(conn, fresh, links)
+            aliases = {} if aliased is None else {(w, u): p for w, u, p in aliased.fetchall()}
+            plan = self._plan(conn, fresh, links, aliases)
         rejected = tuple(todo[i] for i in plan.rejected)
         if rejected:
             on_rejected(rejected)
@@ -281,10 +306,13 @@ class ProfileStore(ProfileWriter):
 
     @staticmethod
     def _plan(
-        conn: psycopg.Connection[Any], fresh: list[IdentifyEvent], links: dict[AnonKey, uuid.UUID]
+        conn: psycopg.Connection[Any],
+        fresh: list[IdentifyEvent],
+        links: dict[AnonKey, uuid.UUID],
+        aliases: dict[UserKey, uuid.UUID],
     ) -> BatchPlan:
         """Read and plan; every row the batch touches was locked (``_ADVISORY``) before."""
-        wanted = sorted(rows_to_load(fresh, links), key=_uuid_int)  # UUID's own < is Python code
+        wanted = sorted(rows_to_load(fresh, links, aliases), key=_uuid_int)  # UUID's own < is Python code
         loaded = {
             row[0]: StoredProfile(
                 row[0],
@@ -296,10 +324,12 @@ class ProfileStore(ProfileWriter):
             )
             for row in conn.execute(_SELECT_PROFILES, (wanted,)).fetchall()
         }
-        return plan_batch(fresh, links, loaded, int(time.time() * 1000))
+        return plan_batch(fresh, links, loaded, int(time.time() * 1000), aliases=aliases)
 
     @staticmethod
     def _write(conn: psycopg.Connection[Any], plan: BatchPlan) -> None:
+        if plan.moves:
+            _follow_moves(conn, plan)
         if plan.deletes:
             conn.execute(_DELETE_PROFILES, (sorted(plan.deletes),))
         if plan.upserts:
@@ -325,3 +355,32 @@ class ProfileStore(ProfileWriter):
                 _UPSERT_LINKS,
                 ([k[0] for k in keys], [k[1] for k in keys], [plan.links[k] for k in keys]),
             )
+        if plan.aliases:
+            users = sorted(plan.aliases)
+            conn.execute(
+                _UPSERT_ALIASES,
+                ([k[0] for k in users], [k[1] for k in users], [plan.aliases[k] for k in users]),
+            )
+
+
+def _follow_moves(conn: psycopg.Connection[Any], plan: BatchPlan) -> None:
+    """Add to the plan the stored links and aliases of the profiles merged away that
+    the plan does not set itself, pointing at the profile each finally merged into
+    (when that one is written; an erased one takes them along)."""
+    merged = sorted(plan.moves, key=_uuid_int)
+
+    def final(profile_id: uuid.UUID) -> uuid.UUID | None:
+        seen = set()
+        while profile_id in plan.moves and profile_id not in seen:
+            seen.add(profile_id)
+            profile_id = plan.moves[profile_id]
+        return profile_id if profile_id in plan.upserts else None
+
+    for workspace_id, anonymous_id, profile_id in conn.execute(_SELECT_MOVED_LINKS, (merged,)).fetchall():
+        target = final(profile_id)
+        if target is not None:
+            plan.links.setdefault((workspace_id, anonymous_id), target)
+    for workspace_id, user_id, profile_id in conn.execute(_SELECT_MOVED_ALIASES, (merged,)).fetchall():
+        target = final(profile_id)
+        if target is not None:
+            plan.aliases.setdefault((workspace_id, user_id), target)

@@ -9,7 +9,20 @@ its anonymous ids to the user's profile; an id that already has an anonymous
 profile brings that profile along (joined trait by trait, newer writes winning) and
 the anonymous profile is deleted. An id linked to a different identified user is
 left where it is and counted as a conflict: two people sharing a device must not
-share a profile.
+share a profile. A profile merged into another takes every id linked to it along
+(``BatchPlan.moves``), not only the event's.
+
+Aliases (``previousId`` → ``userId``): the user's side is planned as an identify
+without operations would be (the user's profile, its anonymous ids). Then
+``previous_id`` is looked up both as a user id (the profile it resolves to) and as
+an anonymous id (the profile it is linked to); each profile found is merged into
+the user's as an anonymous profile is, except that an anonymous link to another
+identified user is left where it is and counted as a conflict. Finally the
+previous id resolves to the user's profile from then on, in both namespaces: as a
+user id through ``user_aliases`` (``BatchPlan.aliases``), as an anonymous id
+through its link (unless it is another user's). Every user id is resolved through
+the aliases first, so later identifies of the previous user id, and its erasure,
+reach the merged profile.
 
 Size cap: a profile's traits may hold at most ``MAX_TRAITS_BYTES`` of JSON. Before
 an event is applied, the planner bounds the size it could reach (the current size,
@@ -47,6 +60,8 @@ MAX_TRAITS_BYTES = 512 * 1024
 
 AnonKey = tuple[str, str]
 """(workspace id, anonymous id)"""
+UserKey = tuple[str, str]
+"""(workspace id, user id)"""
 
 # The store asks for each event's profile id before planning and the planner again:
 # remembering a batch's worth halves the UUIDv5 hashing.
@@ -79,13 +94,38 @@ class BatchPlan:
     deletes: set[uuid.UUID] = field(default_factory=set)
     """Deleted before the upserts: an erased profile that is identified again starts fresh."""
     links: dict[AnonKey, uuid.UUID] = field(default_factory=dict)
+    aliases: dict[UserKey, uuid.UUID] = field(default_factory=dict)
+    """User ids that resolve to another user's profile from now on (upserted)."""
+    moves: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    """Profiles merged away, each with the profile it merged into: the ids linked to
+    it that the batch did not load follow it there (the store reads them before
+    the deletes; a link or alias the plan sets itself wins)."""
     conflicts: int = 0
     rejected: list[int] = field(default_factory=list)
     """Positions (in the planned events) of events refused for the size cap."""
 
 
 def anon_keys(events: Iterable[IdentifyEvent]) -> set[AnonKey]:
-    return {(e.workspace_id, a) for e in events for a in e.anonymous_ids}
+    """The anonymous ids a batch may read: every event's, and every alias's previous id."""
+    keys = set()
+    for e in events:
+        for a in e.anonymous_ids:
+            keys.add((e.workspace_id, a))
+        if e.previous_id is not None:
+            keys.add((e.workspace_id, e.previous_id))
+    return keys
+
+
+def user_keys(events: Iterable[IdentifyEvent]) -> set[UserKey]:
+    """The user ids a batch may resolve through ``user_aliases``: every event's, and
+    every alias's previous id."""
+    keys = set()
+    for e in events:
+        if e.user_id is not None:
+            keys.add((e.workspace_id, e.user_id))
+        if e.previous_id is not None:
+            keys.add((e.workspace_id, e.previous_id))
+    return keys
 
 
 def lock_names(events: Iterable[IdentifyEvent]) -> list[str]:
@@ -97,18 +137,37 @@ def lock_names(events: Iterable[IdentifyEvent]) -> list[str]:
         if event.user_id is not None:
             names.add(f"{event.workspace_id}\x1fu\x1f{event.user_id}")
         names.update(f"{event.workspace_id}\x1fa\x1f{a}" for a in event.anonymous_ids)
+        if event.previous_id is not None:
+            names.add(f"{event.workspace_id}\x1fu\x1f{event.previous_id}")
+            names.add(f"{event.workspace_id}\x1fa\x1f{event.previous_id}")
     return sorted(names)
 
 
-def rows_to_load(events: Sequence[IdentifyEvent], links: Mapping[AnonKey, uuid.UUID]) -> set[uuid.UUID]:
-    """Every profile the batch may read or change, given the current links."""
+def rows_to_load(
+    events: Sequence[IdentifyEvent],
+    links: Mapping[AnonKey, uuid.UUID],
+    aliases: Mapping[UserKey, uuid.UUID] | None = None,
+) -> set[uuid.UUID]:
+    """Every profile the batch may read or change, given the current links and aliases."""
     ids: set[uuid.UUID] = set()
+    aliases = aliases or {}
     for event in events:
+        ws = event.workspace_id
         if event.user_id is not None:
-            ids.add(user_profile_id(event.workspace_id, event.user_id))
+            ids.add(user_profile_id(ws, event.user_id))
+            if aliases:
+                aliased = aliases.get((ws, event.user_id))
+                if aliased is not None:
+                    ids.add(aliased)
         for anon in event.anonymous_ids:
-            key = (event.workspace_id, anon)
-            ids.add(links.get(key) or anonymous_profile_id(event.workspace_id, anon))
+            key = (ws, anon)
+            ids.add(links.get(key) or anonymous_profile_id(ws, anon))
+        if event.previous_id is not None:
+            key = (ws, event.previous_id)
+            ids.add(aliases.get(key) or user_profile_id(ws, event.previous_id))
+            linked = links.get(key)
+            if linked is not None:
+                ids.add(linked)
     return ids
 
 
@@ -116,11 +175,13 @@ class _Planner:
     def __init__(
         self,
         links: Mapping[AnonKey, uuid.UUID],
+        aliases: Mapping[UserKey, uuid.UUID],
         profiles: Mapping[uuid.UUID, StoredProfile],
         now_ms: int,
         max_traits_bytes: int,
     ) -> None:
         self.links = dict(links)
+        self.aliases = dict(aliases)
         self.rows = dict(profiles)
         for row in self.rows.values():  # this batch's sizing starts afresh, whoever made the row
             row.exact_bytes = row.traits_bytes
@@ -142,20 +203,53 @@ class _Planner:
         return row
 
     def _drop(self, profile_id: uuid.UUID) -> None:
+        """Erase a profile with every id that resolves to it."""
         self.rows.pop(profile_id, None)  # the id may start a fresh profile later in the batch
         self.plan.upserts.pop(profile_id, None)
         self.plan.deletes.add(profile_id)
         for key in [k for k, v in self.links.items() if v == profile_id]:
             del self.links[key]
             self.plan.links.pop(key, None)
+        for key in [k for k, v in self.aliases.items() if v == profile_id]:
+            del self.aliases[key]
+            self.plan.aliases.pop(key, None)
+        for merged in [k for k, v in self.plan.moves.items() if v == profile_id]:
+            del self.plan.moves[merged]  # their ids go with the erased profile
+
+    def _merge_into(self, target: StoredProfile, other: StoredProfile) -> None:
+        """Join ``other`` into ``target`` and delete it; every id linked or aliased to it
+        now resolves to ``target``."""
+        target.profile.absorb(other.profile)
+        gone, into = other.profile_id, target.profile_id
+        self.rows.pop(gone, None)
+        self.plan.upserts.pop(gone, None)
+        self.plan.deletes.add(gone)
+        for key in [k for k, v in self.links.items() if v == gone]:
+            self._link(key, into)
+        for user in [k for k, v in self.aliases.items() if v == gone]:
+            self._alias(user, into)
+        self.plan.moves[gone] = into
 
     def _link(self, key: AnonKey, profile_id: uuid.UUID) -> None:
         self.links[key] = profile_id
         self.plan.links[key] = profile_id
 
+    def _alias(self, key: UserKey, profile_id: uuid.UUID) -> None:
+        self.aliases[key] = profile_id
+        self.plan.aliases[key] = profile_id
+
+    def _user_profile(self, workspace_id: str, user_id: str) -> uuid.UUID:
+        """The profile a user id resolves to: its alias's, while that profile exists,
+        else its own."""
+        if self.aliases:
+            aliased = self.aliases.get((workspace_id, user_id))
+            if aliased is not None and aliased in self.rows:
+                return aliased
+        return user_profile_id(workspace_id, user_id)
+
     def erase(self, event: IdentifyEvent) -> None:
         if event.user_id is not None:
-            self._drop(user_profile_id(event.workspace_id, event.user_id))
+            self._drop(self._user_profile(event.workspace_id, event.user_id))
         for anon in event.anonymous_ids:
             self._drop(
                 self.links.get((event.workspace_id, anon)) or anonymous_profile_id(event.workspace_id, anon)
@@ -165,18 +259,53 @@ class _Planner:
         """The user's profile; for anonymous events, the profile the first id is linked to."""
         ws = event.workspace_id
         if event.user_id is not None:
-            return user_profile_id(ws, event.user_id)
+            return self._user_profile(ws, event.user_id)
         anon = event.anonymous_ids[0]
         return self.links.get((ws, anon)) or anonymous_profile_id(ws, anon)
 
     def _absorbable(self, event: IdentifyEvent, target: StoredProfile) -> list[StoredProfile]:
-        rows = []
+        rows: dict[uuid.UUID, StoredProfile] = {}
         for anon in event.anonymous_ids:
             linked = self.links.get((event.workspace_id, anon))
             other = None if linked is None or linked == target.profile_id else self.rows.get(linked)
             if other is not None and other.user_id is None:
-                rows.append(other)
+                rows[other.profile_id] = other
+        if event.previous_id is not None:
+            for row in self._previous_rows(event.workspace_id, event.previous_id, target):
+                rows[row.profile_id] = row
+        return list(rows.values())
+
+    def _previous_rows(self, ws: str, previous: str, target: StoredProfile) -> list[StoredProfile]:
+        """The profiles an alias's previous id names: as a user id, and as an anonymous
+        id unless it is linked to another identified user."""
+        rows = []
+        as_user = self.rows.get(self._user_profile(ws, previous))
+        if as_user is not None and as_user is not target:
+            rows.append(as_user)
+        linked = self.links.get((ws, previous))
+        as_anon = None if linked is None else self.rows.get(linked)
+        if (
+            as_anon is not None
+            and as_anon is not target
+            and as_anon is not as_user
+            and as_anon.user_id is None
+        ):
+            rows.append(as_anon)
         return rows
+
+    def _merge_previous(self, event: IdentifyEvent, previous: str, target: StoredProfile) -> None:
+        """An alias's previous id: its profiles merge into ``target``, and it resolves
+        to ``target`` from now on, as a user id and as an anonymous id."""
+        ws = event.workspace_id
+        for row in self._previous_rows(ws, previous, target):
+            self._merge_into(target, row)
+        if previous != event.user_id:
+            self._alias((ws, previous), target.profile_id)
+        linked = self.links.get((ws, previous))
+        if linked is None:
+            self._link((ws, previous), target.profile_id)
+        elif linked != target.profile_id:
+            self.plan.conflicts += 1  # another identified user's device id: left where it is
 
     def identify(self, event: IdentifyEvent) -> bool:
         """Apply one identify; False when it was refused for the size cap (nothing changed)."""
@@ -201,9 +330,10 @@ class _Planner:
                 self.plan.conflicts += 1
                 continue
             if other is not None:
-                target.profile.absorb(other.profile)
-                self._drop(linked)
+                self._merge_into(target, other)
             self._link(key, target.profile_id)
+        if event.previous_id is not None:
+            self._merge_previous(event, event.previous_id, target)
         target.profile.apply_event(event)
         self._touch(target)
         return True
@@ -325,9 +455,10 @@ def plan_batch(
     profiles: Mapping[uuid.UUID, StoredProfile],
     now_ms: int,
     max_traits_bytes: int = MAX_TRAITS_BYTES,
+    aliases: Mapping[UserKey, uuid.UUID] | None = None,
 ) -> BatchPlan:
     """Apply ``events`` in order to the loaded profiles; return every write to make."""
-    planner = _Planner(links, profiles, now_ms, max_traits_bytes)
+    planner = _Planner(links, aliases or {}, profiles, now_ms, max_traits_bytes)
     for index, event in enumerate(events):
         if event.kind is _ERASE:
             planner.erase(event)

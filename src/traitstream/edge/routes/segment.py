@@ -1,4 +1,6 @@
-"""``POST /v1/identify`` and ``POST /v1/batch``: the Segment-compatible dialect.
+"""``POST /v1/identify`` and ``POST /v1/batch``, and the paths of ``segment_paths``
+(``/v1/alias`` among them): the Segment-compatible dialect, which RudderStack's SDKs
+speak as well.
 
 Credentials, first found wins: Basic auth with the write key as the username (what
 Segment's SDKs send), ``Authorization: Bearer``, or ``writeKey`` in the body.
@@ -217,6 +219,16 @@ _IDENTIFY_FIELDS: dict[str, Any] = {
     "context": {"type": "object"},
     "integrations": {"type": "object"},
 }
+_ALIAS_FIELDS: dict[str, Any] = {
+    "type": {"type": "string", "enum": ["alias"]},
+    "userId": _ID,
+    "previousId": _ID | {"description": "The earlier id: an anonymous id or an earlier user id"},
+    "anonymousId": _ID,
+    "messageId": _ID | {"description": "Dedupe key: a retry with the same messageId applies once"},
+    "timestamp": {"type": "string", "format": "date-time", "description": "Event time"},
+    "context": {"type": "object"},
+    "integrations": {"type": "object"},
+}
 
 SCHEMAS: dict[str, Any] = {
     "SegmentTraits": {
@@ -242,15 +254,24 @@ SCHEMAS: dict[str, Any] = {
         "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
         "description": "At most 32 KB",
     },
+    "SegmentAlias": {
+        "type": "object",
+        "required": ["userId", "previousId"],
+        "properties": _ALIAS_FIELDS | {"writeKey": {"type": "string"}},
+        "description": "At most 32 KB. The previous id's profile merges into the user's; "
+        "later events naming the previous id (as userId or anonymousId) reach the user's profile",
+    },
     "SegmentMessage": {
         "type": "object",
         "required": ["type"],
         "properties": _IDENTIFY_FIELDS
+        | _ALIAS_FIELDS
         | {
             "type": {
                 "type": "string",
-                "enum": ["identify", *segment.IGNORED_TYPES],
-                "description": "identify updates the profile; the other types are accepted and not stored",
+                "enum": ["identify", "alias", *segment.IGNORED_TYPES],
+                "description": "identify updates the profile; alias merges previousId's profile into "
+                "userId's; the other types are accepted and not stored",
             }
         },
         "description": "At most 32 KB",

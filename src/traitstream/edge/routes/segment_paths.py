@@ -1,8 +1,9 @@
 """The Segment-compatible paths beside ``/v1/identify`` and ``/v1/batch``, each served
 by the same code as those two (``routes.segment``):
 
-- the tracking API's single-message routes ``/v1/track``, ``/v1/page``, ``/v1/screen``,
-  ``/v1/group`` and ``/v1/alias``: accepted, their message ignored;
+- the tracking API's single-message routes ``/v1/track``, ``/v1/page``, ``/v1/screen``
+  and ``/v1/group``: accepted, their message ignored;
+- ``/v1/alias``: the previous id's profile merges into the user's;
 - analytics.js's short forms of every route: ``/v1/i``, ``/v1/b``, ``/v1/t``, ``/v1/p``,
   ``/v1/s``, ``/v1/g``, ``/v1/a``;
 - ``/beacon/v1/batch``, where RudderStack's browser SDK sends its batches with
@@ -50,7 +51,17 @@ def paths() -> list[Path]:
                     (read, segment.MAX_EVENT_BYTES, segment.event_too_large),
                     f"Accept a {kind} message (Segment-compatible); it is not stored",
                     f"Segment{kind.capitalize()}",
-                    documented=path == long and kind != "alias",
+                    documented=path == long,
                 )
             )
+    for path in segment_single.ALIAS_PATHS:
+        table.append(
+            Path(
+                path,
+                (segment_single.reader("alias", path), segment.MAX_EVENT_BYTES, segment.event_too_large),
+                "Merge the previous id's profile into the user's (Segment-compatible alias)",
+                "SegmentAlias",
+                documented=path == segment_single.ALIAS_PATHS[0],
+            )
+        )
     return table
