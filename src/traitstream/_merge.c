@@ -5,15 +5,16 @@
  * - ``apply_operations(profile, operations, time, id)``: the loop of
  *   ``Profile.apply_event``. Sets are applied here; any other operation is handed
  *   to ``profile.apply``, the Python method, in its turn.
- * - ``expand_text(text)`` and ``compact_text(written, once, cleared)``: a
- *   profile's stamps between the stored form's JSON text and the merge's, a list
- *   per trait, without the parsed stored form between. They return what
- *   ``merge.expand_stamps`` of the parsed text and orjson's text of
- *   ``merge.compact_stamps`` are, or None for anything not of the regular shape
- *   (text other than exactly as orjson writes it, an index out of range, the
- *   earlier full form, a stamp that is not a list of an int, a str and an int,
- *   text that JSON escapes); the Python functions then decide and raise what
- *   they raise.
+ * - ``expand_text(text)`` and ``compact_text(written, once, cleared, sources)``:
+ *   a profile's stamps (and its events' sources) between the stored form's JSON
+ *   text and the merge's, a list per trait, without the parsed stored form
+ *   between. They return what ``merge.expand_stamps`` of the parsed text and
+ *   orjson's text of ``merge.compact_stamps`` are, or None for anything not of
+ *   the regular shape (text other than exactly as orjson writes it, an index out
+ *   of range, the earlier full form, a stamp that is not a list of an int, a str
+ *   and an int, and for a written trait maybe a str, a source that is not a
+ *   tuple of two str, text that JSON escapes); the Python functions then decide
+ *   and raise what they raise.
  *
  * - ``set_operations(pairs)``: ``events.set_operations``, a ``set`` Operation for
  *   each (name, value) of an identify's traits (the edge, once per identify).
@@ -42,7 +43,8 @@ static PyObject *AttrTraits, *AttrWritten, *AttrOnce, *AttrCleared;
  * parsed form's objects between (a dict, and two lists per trait). It reads only
  * that exact text:
  *
- *     {"w":{NAME:[INT,INT],...},"o":{...}[,"c":[INT,INT]],"e":[[INT,STRING],...]}
+ *     {"w":{NAME:[INT,INT],...},"o":{...}[,"c":[INT,INT]],"e":[[INT,STRING],...]
+ *      [,"s":[[STRING,STRING] or null,... one per pair]][,"p":{NAME:STRING,...}]}
  *
  * with no space, strings with nothing escaped, integers of at most 18 digits and
  * indexes within "e"; for anything else it returns None, and the caller parses the
@@ -215,16 +217,16 @@ text_pairs(Text *t, PyObject *times, PyObject *ids)
     }
 }
 
-/* ``[times[index], ids[index], position]``; NULL without an error for an index
- * outside the pairs. */
+/* ``[times[index], ids[index], position]``, and ``op`` after them when not NULL;
+ * NULL without an error for an index outside the pairs. */
 static PyObject *
-text_stamp(PyObject *times, PyObject *ids, long long index, long long position)
+text_stamp(PyObject *times, PyObject *ids, long long index, long long position, PyObject *op)
 {
     if (index < 0 || index >= PyList_GET_SIZE(times)) {
         return NULL;
     }
     PyObject *number = PyLong_FromLongLong(position);
-    PyObject *stamp = number == NULL ? NULL : PyList_New(3);
+    PyObject *stamp = number == NULL ? NULL : PyList_New(op == NULL ? 3 : 4);
     if (stamp == NULL) {
         Py_XDECREF(number);
         return NULL;
@@ -232,16 +234,92 @@ text_stamp(PyObject *times, PyObject *ids, long long index, long long position)
     PyList_SET_ITEM(stamp, 0, Py_NewRef(PyList_GET_ITEM(times, index)));
     PyList_SET_ITEM(stamp, 1, Py_NewRef(PyList_GET_ITEM(ids, index)));
     PyList_SET_ITEM(stamp, 2, number);
+    if (op != NULL) {
+        PyList_SET_ITEM(stamp, 3, Py_NewRef(op));
+    }
     return stamp;
 }
 
-/* {name: stamp} of ``refs``; NULL with an error or without one (an index outside). */
+/* "s": [[STRING,STRING] or null, ...], one per pair, into ``sources`` (id ->
+ * (source, message id)); 1, 0 or -1 as above. */
+static int
+text_sources(Text *t, PyObject *ids, PyObject *sources)
+{
+    if (!text_skip(t, "[")) {
+        return 0;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(ids);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (i > 0 && !text_skip(t, ",")) {
+            return 0;
+        }
+        if (text_skip(t, "null")) {
+            continue;
+        }
+        if (!text_skip(t, "[")) {
+            return 0;
+        }
+        PyObject *source = text_string(t, 1), *message_id = NULL, *pair = NULL;
+        int done = 0;
+        if (source != NULL && text_skip(t, ",") && (message_id = text_string(t, 0)) != NULL &&
+            text_skip(t, "]")) {
+            pair = PyTuple_Pack(2, source, message_id);
+            done = pair == NULL || PyDict_SetItem(sources, PyList_GET_ITEM(ids, i), pair) < 0 ? -1 : 1;
+        }
+        Py_XDECREF(source);
+        Py_XDECREF(message_id);
+        Py_XDECREF(pair);
+        if (done <= 0) {
+            return done;
+        }
+    }
+    return text_skip(t, "]");
+}
+
+/* "p": {NAME:STRING,...} into ``ops``; 1, 0 or -1 as above. */
+static int
+text_ops(Text *t, PyObject *ops)
+{
+    if (!text_skip(t, "{")) {
+        return 0;
+    }
+    if (text_skip(t, "}")) {
+        return 1;
+    }
+    for (;;) {
+        PyObject *name = text_string(t, 1), *op = NULL;
+        int done = 0;
+        if (name != NULL && text_skip(t, ":") && (op = text_string(t, 1)) != NULL) {
+            done = PyDict_SetItem(ops, name, op) < 0 ? -1 : 1;
+        }
+        Py_XDECREF(name);
+        Py_XDECREF(op);
+        if (done <= 0) {
+            return done;
+        }
+        if (text_skip(t, "}")) {
+            return 1;
+        }
+        if (!text_skip(t, ",")) {
+            return 0;
+        }
+    }
+}
+
+/* {name: stamp} of ``refs``, each with its operation's name from ``ops`` when it is
+ * there; NULL with an error or without one (an index outside). */
 static PyObject *
-text_stamps(Refs *refs, PyObject *times, PyObject *ids)
+text_stamps(Refs *refs, PyObject *times, PyObject *ids, PyObject *ops)
 {
     PyObject *out = PyDict_New();
     for (Py_ssize_t i = 0; out != NULL && i < refs->count; i++) {
-        PyObject *stamp = text_stamp(times, ids, refs->refs[i].index, refs->refs[i].position);
+        Ref *ref = &refs->refs[i];
+        PyObject *op = NULL;
+        if (ops != NULL && (op = PyDict_GetItemWithError(ops, ref->name)) == NULL && PyErr_Occurred()) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyObject *stamp = text_stamp(times, ids, ref->index, ref->position, op);
         if (stamp == NULL || PyDict_SetItem(out, refs->refs[i].name, stamp) < 0) {
             Py_XDECREF(stamp);
             Py_CLEAR(out);
@@ -268,8 +346,9 @@ expand_text(PyObject *module, PyObject *text)
     Refs written = {NULL, 0, 0}, once = {NULL, 0, 0};
     long long clear[2] = {0, 0};
     int has_clear = 0;
-    PyObject *times = PyList_New(0), *ids = PyList_New(0), *w = NULL, *o = NULL, *c = NULL, *out = NULL;
-    if (times == NULL || ids == NULL) {
+    PyObject *times = PyList_New(0), *ids = PyList_New(0), *sources = PyDict_New(), *ops = NULL;
+    PyObject *w = NULL, *o = NULL, *c = NULL, *out = NULL;
+    if (times == NULL || ids == NULL || sources == NULL) {
         goto done;
     }
     if (!text_skip(&t, "{\"w\":") || text_refs(&t, &written) <= 0 || !text_skip(&t, ",\"o\":") ||
@@ -282,22 +361,32 @@ expand_text(PyObject *module, PyObject *text)
         }
         has_clear = 1;
     }
-    if (!text_skip(&t, ",\"e\":") || text_pairs(&t, times, ids) <= 0 || !text_skip(&t, "}") ||
-        t.at != t.end) {
+    if (!text_skip(&t, ",\"e\":") || text_pairs(&t, times, ids) <= 0) {
         goto done;
     }
-    if ((w = text_stamps(&written, times, ids)) == NULL || (o = text_stamps(&once, times, ids)) == NULL) {
+    if (text_skip(&t, ",\"s\":") && text_sources(&t, ids, sources) <= 0) {
         goto done;
     }
-    c = has_clear ? text_stamp(times, ids, clear[0], clear[1]) : Py_NewRef(Py_None);
+    if (text_skip(&t, ",\"p\":") && ((ops = PyDict_New()) == NULL || text_ops(&t, ops) <= 0)) {
+        goto done;
+    }
+    if (!text_skip(&t, "}") || t.at != t.end) {
+        goto done;
+    }
+    if ((w = text_stamps(&written, times, ids, ops)) == NULL || (o = text_stamps(&once, times, ids, NULL)) == NULL) {
+        goto done;
+    }
+    c = has_clear ? text_stamp(times, ids, clear[0], clear[1], NULL) : Py_NewRef(Py_None);
     if (c != NULL) {
-        out = PyTuple_Pack(3, w, o, c);
+        out = PyTuple_Pack(4, w, o, c, sources);
     }
 done:
     refs_free(&written);
     refs_free(&once);
     Py_XDECREF(times);
     Py_XDECREF(ids);
+    Py_XDECREF(sources);
+    Py_XDECREF(ops);
     Py_XDECREF(w);
     Py_XDECREF(o);
     Py_XDECREF(c);
@@ -540,9 +629,10 @@ set_operations(PyObject *module, PyObject *pairs)
 /* ---------------------------------------------------------------------------------- */
 /* compact_text: ``orjson.dumps(merge.compact_stamps(...)).decode()`` written
  * directly, without the stored form's dict and lists. Only for stamps of the
- * regular shape: a list of an int, a str and an int, each int within 64 bits, and
- * names and ids that JSON writes as they are (no quote, backslash or control
- * character); None otherwise. */
+ * regular shape: a list of an int, a str and an int (and for a written trait
+ * maybe the operation's name, a str), each int within 64 bits; sources that are
+ * tuples of two str; and names, ids, sources and operations that JSON writes as
+ * they are (no quote, backslash or control character); None otherwise. */
 
 typedef struct {
     char *data;
@@ -653,12 +743,23 @@ out_string(Out *o, PyObject *text)
     return 1;
 }
 
-/* ``[INDEX,POSITION]`` of a stamp; 1, 0 or -1 as above. */
+/* ``[INDEX,POSITION]`` of a stamp; 1, 0 or -1 as above. A stamp of four (the
+ * operation's name last) only where ``ops`` collects (name, op) pairs. */
 static int
-out_reference(Out *o, Pairs *p, PyObject *stamp)
+out_reference(Out *o, Pairs *p, PyObject *stamp, PyObject *ops, PyObject *name)
 {
-    if (!PyList_CheckExact(stamp) || PyList_GET_SIZE(stamp) != 3 ||
-        !PyLong_CheckExact(PyList_GET_ITEM(stamp, 0)) || !PyUnicode_CheckExact(PyList_GET_ITEM(stamp, 1))) {
+    Py_ssize_t size = PyList_CheckExact(stamp) ? PyList_GET_SIZE(stamp) : 0;
+    if (size == 4 && ops != NULL) {
+        PyObject *named = PyTuple_Pack(2, name, PyList_GET_ITEM(stamp, 3));
+        int failed = named == NULL || PyList_Append(ops, named) < 0;
+        Py_XDECREF(named);
+        if (failed) {
+            return -1;
+        }
+    } else if (size != 3) {
+        return 0;
+    }
+    if (!PyLong_CheckExact(PyList_GET_ITEM(stamp, 0)) || !PyUnicode_CheckExact(PyList_GET_ITEM(stamp, 1))) {
         return 0;
     }
     Py_ssize_t index = pair_index(p, PyList_GET_ITEM(stamp, 0), PyList_GET_ITEM(stamp, 1));
@@ -677,7 +778,7 @@ out_reference(Out *o, Pairs *p, PyObject *stamp)
 
 /* ``{NAME:[INDEX,POSITION],...}`` of a dict of stamps; 1, 0 or -1 as above. */
 static int
-out_references(Out *o, Pairs *p, PyObject *stamps)
+out_references(Out *o, Pairs *p, PyObject *stamps, PyObject *ops)
 {
     if (out_put(o, "{", 1) < 0) {
         return -1;
@@ -696,7 +797,92 @@ out_references(Out *o, Pairs *p, PyObject *stamps)
         if (out_put(o, ":", 1) < 0) {
             return -1;
         }
-        if ((done = out_reference(o, p, stamp)) <= 0) {
+        if ((done = out_reference(o, p, stamp, ops, name)) <= 0) {
+            return done;
+        }
+    }
+    return out_put(o, "}", 1) < 0 ? -1 : 1;
+}
+
+/* ``,"s":[[SOURCE,MESSAGE_ID] or null,...]``, one per pair, when ``sources`` has
+ * any pair's event; 1, 0 or -1 as above. */
+static int
+out_sources(Out *o, Pairs *p, PyObject *sources)
+{
+    Py_ssize_t at = 0;
+    PyObject *key, *value;
+    int any = 0;
+    while (!any && PyDict_Next(p->pairs, &at, &key, &value)) {
+        if ((any = PyDict_Contains(sources, PyTuple_GET_ITEM(key, 1))) < 0) {
+            return -1;
+        }
+    }
+    if (!any) {
+        return 1;
+    }
+    if (out_literal(o, ",\"s\":[") < 0) {
+        return -1;
+    }
+    at = 0;
+    int first = 1, done;
+    while (PyDict_Next(p->pairs, &at, &key, &value)) {
+        if (!first && out_put(o, ",", 1) < 0) {
+            return -1;
+        }
+        first = 0;
+        PyObject *source = PyDict_GetItemWithError(sources, PyTuple_GET_ITEM(key, 1));
+        if (source == NULL) {
+            if (PyErr_Occurred() || out_literal(o, "null") < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (!PyTuple_CheckExact(source) || PyTuple_GET_SIZE(source) != 2) {
+            return 0;
+        }
+        if (out_put(o, "[", 1) < 0) {
+            return -1;
+        }
+        if ((done = out_string(o, PyTuple_GET_ITEM(source, 0))) <= 0) {
+            return done;
+        }
+        if (out_put(o, ",", 1) < 0) {
+            return -1;
+        }
+        if ((done = out_string(o, PyTuple_GET_ITEM(source, 1))) <= 0) {
+            return done;
+        }
+        if (out_put(o, "]", 1) < 0) {
+            return -1;
+        }
+    }
+    return out_put(o, "]", 1) < 0 ? -1 : 1;
+}
+
+/* ``,"p":{NAME:OP,...}`` of the (name, op) pairs in ``ops``, when there are any;
+ * 1, 0 or -1 as above. */
+static int
+out_ops(Out *o, PyObject *ops)
+{
+    if (PyList_GET_SIZE(ops) == 0) {
+        return 1;
+    }
+    if (out_literal(o, ",\"p\":{") < 0) {
+        return -1;
+    }
+    int done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ops); i++) {
+        PyObject *named = PyList_GET_ITEM(ops, i);
+        if (i > 0 && out_put(o, ",", 1) < 0) {
+            return -1;
+        }
+        if ((done = out_string(o, PyTuple_GET_ITEM(named, 0))) <= 0) {
+            return done;
+        }
+        if (out_put(o, ":", 1) < 0) {
+            return -1;
+        }
+        if ((done = out_string(o, PyTuple_GET_ITEM(named, 1))) <= 0) {
             return done;
         }
     }
@@ -706,22 +892,22 @@ out_references(Out *o, Pairs *p, PyObject *stamps)
 static PyObject *
 compact_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[3])) {
         Py_RETURN_NONE;
     }
     Pairs p = {PyDict_New(), NULL, NULL, 0};
     Out o = {NULL, 0, 0};
-    PyObject *text = NULL;
+    PyObject *text = NULL, *ops = PyList_New(0);
     int done = 0;
-    if (p.pairs == NULL) {
+    if (p.pairs == NULL || ops == NULL) {
         goto end;
     }
-    if (out_literal(&o, "{\"w\":") < 0 || (done = out_references(&o, &p, args[0])) <= 0 ||
-        out_literal(&o, ",\"o\":") < 0 || (done = out_references(&o, &p, args[1])) <= 0) {
+    if (out_literal(&o, "{\"w\":") < 0 || (done = out_references(&o, &p, args[0], ops)) <= 0 ||
+        out_literal(&o, ",\"o\":") < 0 || (done = out_references(&o, &p, args[1], NULL)) <= 0) {
         goto end;
     }
     if (args[2] != Py_None &&
-        (out_literal(&o, ",\"c\":") < 0 || (done = out_reference(&o, &p, args[2])) <= 0)) {
+        (out_literal(&o, ",\"c\":") < 0 || (done = out_reference(&o, &p, args[2], NULL, NULL)) <= 0)) {
         goto end;
     }
     if (out_literal(&o, ",\"e\":[") < 0) {
@@ -738,13 +924,15 @@ compact_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         first = 0;
     }
-    if (out_literal(&o, "]}") < 0) {
+    if (out_put(&o, "]", 1) < 0 || (done = out_sources(&o, &p, args[3])) <= 0 || (done = out_ops(&o, ops)) <= 0 ||
+        out_put(&o, "}", 1) < 0) {
         goto end;
     }
     text = PyUnicode_DecodeUTF8(o.data, o.size, NULL);
 end:
     PyMem_Free(o.data);
     Py_XDECREF(p.pairs);
+    Py_XDECREF(ops);
     if (text == NULL && !PyErr_Occurred()) {
         Py_RETURN_NONE; /* not the regular shape: Python writes it */
     }
@@ -861,7 +1049,7 @@ static PyMethodDef methods[] = {
     {"expand_text", expand_text, METH_O,
      "expand_text(text): expand_stamps(orjson.loads(text)) for the regular stored text, else None."},
     {"compact_text", (PyCFunction)(void (*)(void))compact_text, METH_FASTCALL,
-     "compact_text(written, once, cleared): orjson.dumps(compact_stamps(...)).decode(), or None."},
+     "compact_text(written, once, cleared, sources): orjson.dumps(compact_stamps(...)).decode(), or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -36,6 +36,7 @@ OPERATIONS = [
     ("POST", "/v1/page"),
     ("POST", "/v1/screen"),
     ("POST", "/v1/group"),
+    ("POST", "/v1/alias"),
     ("GET", "/api/profiles/{user_id}"),
     ("DELETE", "/api/profiles/{user_id}"),
     ("GET", "/api/profiles"),
@@ -81,7 +82,17 @@ def test_document_describes_every_endpoint(document: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/identify", "/identify", "/2/httpapi", "/api/v1/identify", "/v1/identify", "/v1/batch"]
+    "path",
+    [
+        "/api/identify",
+        "/identify",
+        "/2/httpapi",
+        "/api/v1/identify",
+        "/v1/identify",
+        "/v1/batch",
+        "/v1/alias",
+        "/v1/a",
+    ],
 )
 def test_identify_endpoints_document_body_and_errors(document: dict[str, Any], path: str) -> None:
     operation = document["paths"][path]["post"]
@@ -90,6 +101,25 @@ def test_identify_endpoints_document_body_and_errors(document: dict[str, Any], p
     for status in IDENTIFY_ERRORS:
         (content,) = operation["responses"][status]["content"].values()
         assert content["schema"]["$ref"].endswith("Error")
+
+
+def test_alias_routes_document_the_alias_body(document: dict[str, Any]) -> None:
+    body = document["paths"]["/v1/alias"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"] == "#/components/schemas/SegmentAlias"
+    alias = document["components"]["schemas"]["SegmentAlias"]
+    assert alias["required"] == ["userId", "previousId"]
+    assert "alias" in document["components"]["schemas"]["SegmentMessage"]["properties"]["type"]["enum"]
+
+
+@pytest.mark.parametrize("path", ["/api/profiles/{user_id}", "/api/profiles"])
+def test_profile_reads_document_provenance(document: dict[str, Any], path: str) -> None:
+    parameters = {p["name"]: p for p in document["paths"][path]["get"]["parameters"]}
+    assert parameters["include"]["in"] == "query" and parameters["include"]["required"] is False
+    assert "provenance" in str(parameters["include"]["schema"])
+    schemas = document["components"]["schemas"]
+    provenance = schemas["Profile"]["properties"]["provenance"]
+    assert provenance["additionalProperties"] == {"$ref": "#/components/schemas/TraitProvenance"}
+    assert schemas["TraitProvenance"]["required"] == ["event_time", "source", "message_id", "op"]
 
 
 # Schema-violating requests are made only where there is an input to violate.

@@ -89,7 +89,7 @@ def test_stamps_stored_as_jsonb_survive_the_migrations(database_before_json_stam
     assert traits == {"plan": "pro", "seats": 10}
     assert first_form is None  # rewritten in the compact form
     assert stamps is not None
-    written, once, cleared = expand_stamps(stamps)
+    written, once, cleared, _sources = expand_stamps(stamps)
     assert written == {"plan": [2000, "old:0", 0], "seats": [1500, "r0:0000", 1]}
     assert once == {} and cleared is None
 
@@ -102,6 +102,7 @@ def test_stamps_are_stored_compact(database_before_json_stamps: str) -> None:
     assert first_form is None
     assert stamps == {
         "e": [[3000, "r0:0000"]],
+        "s": [["test", "r0"]],
         "w": {"plan": [0, 0], "seats": [0, 1], "region": [0, 2]},
         "o": {},
     }
@@ -139,7 +140,7 @@ def test_the_undo_script_writes_the_stamps_out_in_full(database_before_json_stam
     traits, first_form, stamps = stored_row(url)
     assert stamps is None
     assert first_form is not None and "e" not in first_form
-    written, once, cleared = expand_stamps(compact)
+    written, once, cleared, _sources = expand_stamps(compact)
     assert first_form == {"w": written, "o": once, "c": cleared}
     assert cleared == [2500, "r1:0000", 1]
     assert traits == {"plan": "team"}

@@ -133,6 +133,7 @@ def test_stored_form_round_trips() -> None:
     stored.apply_event(later)
     profile.apply_event(later)
     assert stored == profile
+    assert stored.meta() == profile.meta()
 
 
 def test_stamps_are_used_as_stored_in_json() -> None:
@@ -149,6 +150,7 @@ def test_stamps_are_used_as_stored_in_json() -> None:
     meta = orjson.loads(orjson.dumps(profile.meta()))
     assert meta == {
         "e": [[10, "m-1:0000"], [10, "m-2:0000"], [9, "e9:0000"]],
+        "s": [["test", "m-1"], ["test", "m-2"], ["test", "e9"]],
         "w": {"a": [0, 0], "b": [1, 1]},
         "o": {},
         "c": [2, 0],
@@ -176,9 +178,53 @@ def test_one_identifys_stamps_share_one_entry() -> None:
     )
     assert profile.meta() == {
         "e": [[10, "m-1:0000"], [11, "m-2:0000"]],
+        "s": [["test", "m-1"], ["test", "m-2"]],
         "w": {"a": [0, 0], "b": [0, 1], "d": [1, 1]},
         "o": {"c": [1, 0]},
     }
+
+
+def test_adds_and_list_operations_name_themselves_in_their_stamps() -> None:
+    profile = apply_all(
+        [
+            event(10, Operation(Op.SET, "a", 1), Operation(Op.ADD, "n", 2), eid="m-1"),
+            event(11, Operation(Op.APPEND, "l", "x"), Operation(Op.SET, "s", 1), eid="m-2"),
+        ]
+    )
+    profile.apply_event(event(12, Operation(Op.SET, "n", 5), eid="m-3")._replace(dedupe_key="k-3"))
+    assert profile.meta() == {
+        "e": [[10, "m-1:0000"], [12, "m-3:0000"], [11, "m-2:0000"]],
+        "s": [["test", "m-1"], ["test", "k-3"], ["test", "m-2"]],
+        "w": {"a": [0, 0], "n": [1, 0], "l": [2, 0], "s": [2, 1]},
+        "o": {},
+        "p": {"l": "append"},
+    }
+    again = Profile.from_stored(profile.traits, orjson.loads(orjson.dumps(profile.meta())), None)
+    assert again.written["l"] == [11, "m-2:0000", 0, "append"]
+    assert again.sources == {
+        "m-1:0000": ("test", "m-1"),
+        "m-3:0000": ("test", "k-3"),  # the dedupe key is the message id, not the stamp's
+        "m-2:0000": ("test", "m-2"),
+    }
+
+
+def test_merging_keeps_the_sources_of_both_profiles() -> None:
+    left = apply_all([event(10, Operation(Op.SET, "a", 1), eid="m-1")])
+    right = apply_all([event(11, Operation(Op.ADD, "b", 1), eid="m-2")])
+    left.absorb(right)
+    assert left.meta()["s"] == [["test", "m-1"], ["test", "m-2"]]
+    assert left.meta()["w"] == {"a": [0, 0], "b": [1, 0]}
+    assert left.meta()["p"] == {"b": "add"}
+
+
+def test_the_release_before_sources_reads_the_stamps_as_before() -> None:
+    """Sources and operations are keys of their own: a reader that knows only w, o, c
+    and e (index, position) gets every stamp right, and drops the rest."""
+    profile = apply_all([event(10, Operation(Op.SET, "a", 1), Operation(Op.ADD, "n", 1), eid="m-1")])
+    meta = orjson.loads(orjson.dumps(profile.meta()))
+    pairs = meta["e"]
+    first_release = {t: [*pairs[i], position] for t, (i, position) in meta["w"].items()}
+    assert first_release == {t: s[:3] for t, s in profile.written.items()}
 
 
 def test_stamps_written_out_in_full_are_still_read() -> None:
@@ -305,6 +351,7 @@ def test_a_profile_saved_and_loaded_between_events_is_the_same_profile(data: st.
         kept.apply_event(later)
         loaded.apply_event(later)
     assert loaded == kept
+    assert loaded.meta() == kept.meta()  # the sources of the events it names too
 
 
 # --- the compiled stamps ------------------------------------------------------------
@@ -317,11 +364,18 @@ compiled = pytest.mark.skipif(not merge.COMPILED, reason="the C extension was no
 @given(data=st.data())
 def test_compiled_stamps_are_the_python_stamps(data: st.DataObject) -> None:
     """Both ways, on profiles of random histories, through the stored text as in the store."""
-    profile = apply_all(data.draw(histories(order_safe_ops())))
-    text = _merge.compact_text(profile.written, profile.once, profile.cleared)
-    assert text == orjson.dumps(merge.compact_stamps(profile.written, profile.once, profile.cleared)).decode()
+    profile = apply_all(data.draw(histories(any_ops())))
+    if data.draw(st.booleans()):  # some events of a profile stored before sources were kept
+        profile.sources = {k: v for k, v in profile.sources.items() if data.draw(st.booleans())}
+    state = (profile.written, profile.once, profile.cleared)
+    text = _merge.compact_text(*state, profile.sources)
+    assert text == orjson.dumps(merge.compact_stamps(*state, profile.sources)).decode()
     assert _merge.expand_text(text) == merge.expand_stamps(orjson.loads(text))
-    assert _merge.expand_text(text) == (profile.written, profile.once, profile.cleared)
+    named = {
+        stamp[1] for stamp in [*profile.written.values(), *profile.once.values(), profile.cleared] if stamp
+    }
+    sources = {k: v for k, v in profile.sources.items() if k in named}
+    assert _merge.expand_text(text) == (*state, sources)
 
 
 def _outcome(function: Callable[[dict], object], meta: dict) -> object:
@@ -346,6 +400,14 @@ def stored_texts(draw: st.DrawFn) -> str:
         if draw(st.booleans()):
             meta["c"] = draw(refs)
     meta["e"] = [list(pair) for pair in pairs]
+    if pairs and draw(st.booleans()):
+        source = st.none() | st.tuples(st.text(max_size=6), st.text(max_size=8)).map(list)
+        meta["s"] = draw(st.lists(source, min_size=len(pairs), max_size=len(pairs)))
+    if draw(st.booleans()):
+        names = (
+            st.sampled_from(sorted(meta["w"])) if meta["w"] and draw(st.booleans()) else st.text(max_size=6)
+        )
+        meta["p"] = draw(st.dictionaries(names, st.sampled_from(["add", "append", "é"]), max_size=3))
     return orjson.dumps(meta).decode()
 
 
@@ -381,6 +443,14 @@ def test_stored_text_shares_its_trait_names() -> None:
         '{"w":{"a":[-1,0]},"o":{},"e":[[1,"x"]]}',  # Python counts it from the end
         '{"w":{"a":[0.0,0]},"o":{},"e":[[1,"x"]]}',
         '{"w":{"a":[0,0]},"o":{},"e":[[1,"x",2]]}',  # a pair of three
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x"]],"s":[["s"]]}',  # a source without a message id
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x"]],"s":[["s",2]]}',
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x"]],"s":[["s","m","n"]]}',
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x"]],"s":[]}',  # fewer sources than events
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x"]],"s":[null,null]}',  # more
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x"]],"p":{"a":1}}',  # an operation that is not a name
+        '{"w":{"a":[0,0]},"o":{},"e":[[1,"x"]],"p":{"a":"add"},"s":[null]}',  # another order
+        '{"w":{"a":[0,0,"add"]},"o":{},"e":[[1,"x"]]}',  # an operation in the reference
         '{"w":{"a":[0,0]},"o":{},"e":[[1234567890123456789,"x"]]}',  # 19 digits
         '{"w":{"a":[0,0]},"o":{},"e":[[01,"x"]]}',  # not JSON
         '{"w":{"a":[0,0]},"o":{},"e":[[-0,"x"]]}',
@@ -414,20 +484,26 @@ def test_stored_text_is_written_as_orjson_writes_the_stored_form(data: st.DataOb
     stamp = st.tuples(st.integers(-(2**63), 2**63 - 1) | st.just(1.5), STAMP_TEXT, st.integers(0, 40)).map(
         list
     )
-    written = data.draw(st.dictionaries(STAMP_TEXT, stamp, max_size=5))
+    named = st.tuples(st.integers(-(2**63), 2**63 - 1), STAMP_TEXT, st.integers(0, 40), STAMP_TEXT).map(list)
+    written = data.draw(st.dictionaries(STAMP_TEXT, stamp | named, max_size=5))
     once = data.draw(st.dictionaries(STAMP_TEXT, stamp, max_size=2))
     cleared = data.draw(st.none() | stamp)
-    expected = orjson.dumps(merge.compact_stamps(written, once, cleared)).decode()
-    profile = Profile(traits={}, written=written, once=once, cleared=cleared)
+    ids = [s[1] for s in [*written.values(), *once.values(), *([cleared] if cleared else [])]]
+    sources = data.draw(
+        st.dictionaries(st.sampled_from(ids) if ids else STAMP_TEXT, st.tuples(STAMP_TEXT, STAMP_TEXT))
+    )
+    expected = orjson.dumps(merge.compact_stamps(written, once, cleared, sources)).decode()
+    profile = Profile(traits={}, written=written, once=once, cleared=cleared, sources=sources)
     assert profile.meta_text() == expected
-    direct = _merge.compact_text(written, once, cleared)
+    direct = _merge.compact_text(written, once, cleared, sources)
     assert direct is None or direct == expected
 
     def plain(text: str) -> bool:
         return not any(c in '"\\' or c < " " for c in text)
 
     stamps = [*written.items(), *once.items(), *([("", cleared)] if cleared else [])]
-    regular = all(type(s[0]) is int and plain(name) and plain(s[1]) for name, s in stamps)
+    regular = all(type(s[0]) is int and plain(name) and all(map(plain, s[1::2])) for name, s in stamps)
+    regular = regular and all(plain(v) for i in set(ids) if i in sources for v in sources[i])
     assert (direct is not None) == regular, expected
 
 

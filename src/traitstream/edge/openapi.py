@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from traitstream.edge.routes import amplitude, datafast, segment, thrivestack
+from traitstream.events import Op
 
 
 def document_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -85,6 +86,35 @@ _SCHEMAS: dict[str, Any] = {
             "anonymous_ids": {"type": "array", "items": {"type": "string"}},
             "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
+            "provenance": {
+                "type": "object",
+                "description": "With ?include=provenance: which event last wrote each trait",
+                "additionalProperties": {"$ref": "#/components/schemas/TraitProvenance"},
+            },
+        },
+    },
+    "TraitProvenance": {
+        "type": "object",
+        "description": "The event whose write decides a trait. Profiles stored before provenance was "
+        "kept name only the event's time until the trait is written again (the rest null; op is "
+        "still set_once where it is one)",
+        "required": ["event_time", "source", "message_id", "op"],
+        "properties": {
+            "event_time": {"type": ["string", "null"], "format": "date-time"},
+            "source": {
+                "type": ["string", "null"],
+                "description": "The dialect the event arrived in (thrivestack, amplitude, datafast, "
+                "segment), or the name of the service that published it",
+            },
+            "message_id": {
+                "type": ["string", "null"],
+                "description": "The client's dedupe key (message_id, messageId, insert_id), else "
+                "the response id of the request that carried the event",
+            },
+            "op": {
+                "type": ["string", "null"],
+                "enum": [*(op.value for op in Op if op is not Op.UNSET and op is not Op.CLEAR_ALL), None],
+            },
         },
     },
     "ProfileErasure": {

@@ -80,10 +80,13 @@ SELECT i.workspace_id, i.anonymous_id, i.profile_id
 FROM identities AS i
 JOIN unnest(%s::text[], %s::text[]) AS k (w, a) ON i.workspace_id = k.w AND i.anonymous_id = k.a
 """
+# Every user id of a batch, as one JSON document [[workspace, user id], …]: as for the
+# upserts below, psycopg's dumping of two text[] of a batch's length cost more than
+# the lookup itself.
 _SELECT_ALIASES = """
 SELECT u.workspace_id, u.user_id, u.profile_id
 FROM user_aliases AS u
-JOIN unnest(%s::text[], %s::text[]) AS k (w, a) ON u.workspace_id = k.w AND u.user_id = k.a
+JOIN jsonb_array_elements(%s::jsonb) AS k ON u.workspace_id = k->>0 AND u.user_id = k->>1
 """
 # The ids still linked or aliased to profiles a batch merges away, read before the
 # deletes (which would cascade them away) and written again to the merged profile.
@@ -283,10 +286,8 @@ class ProfileStore(ProfileWriter):
             conn.execute(_ADVISORY, (lock_names(events),))
         keys = sorted(anon_keys(events))
         linked = conn.execute(_SELECT_LINKS, ([k[0] for k in keys], [k[1] for k in keys])) if keys else None
-        users = sorted(user_keys(events))
-        aliased = (
-            conn.execute(_SELECT_ALIASES, ([k[0] for k in users], [k[1] for k in users])) if users else None
-        )
+        users = user_keys(events)
+        aliased = conn.execute(_SELECT_ALIASES, (orjson.dumps(list(users)).decode(),)) if users else None
         stored = {int(p): int(o) for p, o in offsets.fetchall()}
         todo = [r for r in records if r.offset >= stored.get(r.partition, 0)]
         fresh = [r.event for r in todo]

@@ -107,24 +107,16 @@ class BatchPlan:
 
 def anon_keys(events: Iterable[IdentifyEvent]) -> set[AnonKey]:
     """The anonymous ids a batch may read: every event's, and every alias's previous id."""
-    keys = set()
-    for e in events:
-        for a in e.anonymous_ids:
-            keys.add((e.workspace_id, a))
-        if e.previous_id is not None:
-            keys.add((e.workspace_id, e.previous_id))
+    keys = {(e.workspace_id, a) for e in events for a in e.anonymous_ids}
+    keys.update((e.workspace_id, e.previous_id) for e in events if e.previous_id is not None)
     return keys
 
 
 def user_keys(events: Iterable[IdentifyEvent]) -> set[UserKey]:
     """The user ids a batch may resolve through ``user_aliases``: every event's, and
     every alias's previous id."""
-    keys = set()
-    for e in events:
-        if e.user_id is not None:
-            keys.add((e.workspace_id, e.user_id))
-        if e.previous_id is not None:
-            keys.add((e.workspace_id, e.previous_id))
+    keys = {(e.workspace_id, e.user_id) for e in events if e.user_id is not None}
+    keys.update((e.workspace_id, e.previous_id) for e in events if e.previous_id is not None)
     return keys
 
 

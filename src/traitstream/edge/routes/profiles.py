@@ -1,8 +1,12 @@
-"""Profile reads and erasure: ``/api/profiles``."""
+"""Profile reads and erasure: ``/api/profiles``.
+
+Reads take ``?include=provenance`` (the only value): the answer then also says,
+per trait, which event last wrote it (``provenance.py``).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from traitstream.dialects.common import id_string
@@ -13,6 +17,24 @@ from traitstream.events import IdentifyEvent, Kind
 from traitstream.store.keys import ApiKey
 
 DIALECT = "profiles"
+
+
+PROVENANCE = "provenance"
+_INCLUDE = Query(
+    None,
+    description="provenance: also answer, per trait, which event last wrote it",
+    json_schema_extra={"enum": [PROVENANCE]},
+)
+
+
+def _provenance(include: str | None) -> bool:
+    if include is None:
+        return False
+    if include != PROVENANCE:
+        raise InvalidRequest(
+            f"query parameter include must be {PROVENANCE!r}, got {include!r}", field="include"
+        )
+    return True
 
 
 def error_shape(error: RequestError, response_id: str) -> dict[str, object]:
@@ -29,10 +51,12 @@ def router(ctx: EdgeContext) -> APIRouter:
         return key
 
     @api.get("/api/profiles/{user_id}", summary="Read a user's profile")
-    async def by_user(user_id: str, request: Request) -> Response:
+    async def by_user(user_id: str, request: Request, include: str | None = _INCLUDE) -> Response:
         async def run(response_id: str) -> Response:
             key = await authorize(request, "profiles:read")
-            profile = await ctx.reader.by_user(key.workspace_id, id_string(user_id, "user_id"))
+            profile = await ctx.reader.by_user(
+                key.workspace_id, id_string(user_id, "user_id"), with_provenance=_provenance(include)
+            )
             if profile is None:
                 raise NotFound(f"no profile for user_id {user_id!r}")
             return json_response(profile)
@@ -40,13 +64,17 @@ def router(ctx: EdgeContext) -> APIRouter:
         return await ctx.handle(DIALECT, request, error_shape, run)
 
     @api.get("/api/profiles", summary="Find a profile by anonymous id")
-    async def by_anonymous(request: Request, anonymous_id: str | None = None) -> Response:
+    async def by_anonymous(
+        request: Request, anonymous_id: str | None = None, include: str | None = _INCLUDE
+    ) -> Response:
         async def run(response_id: str) -> Response:
             key = await authorize(request, "profiles:read")
             if not anonymous_id:
                 raise InvalidRequest("query parameter anonymous_id is required", field="anonymous_id")
             profile = await ctx.reader.by_anonymous_id(
-                key.workspace_id, id_string(anonymous_id, "anonymous_id")
+                key.workspace_id,
+                id_string(anonymous_id, "anonymous_id"),
+                with_provenance=_provenance(include),
             )
             if profile is None:
                 raise NotFound(f"no profile for anonymous_id {anonymous_id!r}")
