@@ -42,7 +42,7 @@ def test_a_users_traits_name_their_last_writes(stack: Stack) -> None:
             "userId": user,
             "traits": {"seats": 4},
             "messageId": f"{user}-seg",
-            "timestamp": "2030-01-02T03:04:05Z",
+            "timestamp": "2025-01-02T03:04:05Z",
         },
     )
     assert segment.status_code == 200, segment.text
@@ -60,7 +60,7 @@ def test_a_users_traits_name_their_last_writes(stack: Stack) -> None:
     assert provenance["plan"]["message_id"] == second.json()["response_id"]
     assert (provenance["plan"]["source"], provenance["plan"]["op"]) == ("thrivestack", "set")
     assert provenance["seats"] == {
-        "event_time": "2030-01-02T03:04:05+00:00",
+        "event_time": "2025-01-02T03:04:05+00:00",
         "source": "segment",
         "message_id": f"{user}-seg",
         "op": "set",

@@ -149,14 +149,14 @@ def test_alias_maps_previous_id_user_id_time_and_message_id() -> None:
             "userId": "u-1",
             "anonymousId": "anon-2",
             "messageId": "m-1",
-            "timestamp": "2024-05-01T10:00:00Z",
+            "timestamp": "2023-11-01T10:00:00Z",
             "context": {"library": {"name": "analytics-python"}},
             "writeKey": "wk",
         }
     ).identifies
     assert event.kind is Kind.ALIAS
     assert (event.previous_id, event.user_id, event.anonymous_ids) == ("anon-1", "u-1", ("anon-2",))
-    assert event.event_time_ms == ms("2024-05-01T10:00:00")
+    assert event.event_time_ms == ms("2023-11-01T10:00:00")
     assert event.dedupe_key == "m-1" and event.context == {"library": {"name": "analytics-python"}}
     assert event.operations == () and event.dialect == "segment"
     assert alias({"type": "alias", "previousId": 7, "userId": 8}).identifies[0].previous_id == "7"
