@@ -37,7 +37,7 @@ from fastavro import parse_schema, schemaless_writer
 
 from tests.support.stack import Broker, Stack, free_port, wait_until
 from traitstream.avro import codec
-from traitstream.avro.schemas import LOCAL_SCHEMA_ID, RegistrySchemas, load_v1_text
+from traitstream.avro.schemas import LOCAL_SCHEMA_ID, RegistrySchemas, load_v1_r1_text, load_v1_text
 from traitstream.errors import InvalidRecord, TraitstreamError, TransientError
 from traitstream.events import IdentifyEvent, Op, Operation, partition_key
 from traitstream.worker.dlq import REASON
@@ -312,12 +312,13 @@ def subject(stack: Stack) -> str:
 def test_the_edge_registers_the_topic_value_subject(
     registry_stack: Stack, registry: RegistryApi, fake_or_none: ConfluentShapedRegistry | None
 ) -> None:
-    # Registering an identical schema answers the id the subject already has.
-    schema_id = registry.register(subject(registry_stack), load_v1_text())
+    # Registering an identical schema answers the id the subject already has: the edge
+    # registered the first revision, which identifies are written in.
+    schema_id = registry.register(subject(registry_stack), load_v1_r1_text())
     assert schema_id != LOCAL_SCHEMA_ID
     fetched = registry.fetch(schema_id)
     assert fetched.status_code == 200
-    assert json.loads(fetched.json()["schema"]) == json.loads(load_v1_text())
+    assert json.loads(fetched.json()["schema"]) == json.loads(load_v1_r1_text())
     if fake_or_none is not None:
         posts = fake_or_none.seen("POST", f"/subjects/{subject(registry_stack)}/versions")
         assert len(posts) >= 2  # the edge's (and the workers') and this test's
@@ -335,7 +336,7 @@ def test_records_carry_the_registry_id_and_the_profile_lands(
     profile = stack.wait_profile(user, timeout=30)
     assert profile["traits"] == {"plan": "pro", "seats": 3}
 
-    schema_id = registry.register(subject(stack), load_v1_text())
+    schema_id = registry.register(subject(stack), load_v1_r1_text())
     key = partition_key(stack.workspace, user, ())
     [record] = [r for r in read_all(stack.bootstrap, stack.topic, stack.partitions) if r.key() == key]
     value = record.value()
@@ -348,6 +349,25 @@ def test_records_carry_the_registry_id_and_the_profile_lands(
         reader.close()
     assert event.user_id == user
     assert event.response_id == response.json()["response_id"]
+
+
+def test_an_alias_is_written_in_the_current_revision_and_merges(
+    registry_stack: Stack, registry: RegistryApi
+) -> None:
+    stack = registry_stack
+    old, new = f"sr-old-{uuid.uuid4().hex[:8]}", f"sr-new-{uuid.uuid4().hex[:8]}"
+    assert stack.post("/v1/identify", {"userId": old, "traits": {"plan": "free"}}).status_code == 200
+    stack.wait_profile(old, timeout=30)
+    assert stack.post("/v1/alias", {"previousId": old, "userId": new}).status_code == 200
+    assert stack.wait_profile(new, lambda p: p["traits"] == {"plan": "free"}, timeout=30)["user_id"] == new
+    current_id = registry.register(subject(stack), load_v1_text())
+    key = partition_key(stack.workspace, new, ())
+    [record] = [r for r in read_all(stack.bootstrap, stack.topic, stack.partitions) if r.key() == key]
+    assert (
+        struct.unpack(">I", record.value()[1:5])[0]
+        == current_id
+        != registry.register(subject(stack), load_v1_r1_text())
+    )
 
 
 def test_workers_fetch_a_newer_writer_schema_by_id(
@@ -417,6 +437,11 @@ def test_registration_is_idempotent(registry: RegistryApi) -> None:
         assert (
             first.writer_id
             == again.writer_id
+            == registry.register("traitstream-test-client-value", load_v1_r1_text())
+        )
+        assert (
+            first.alias_writer_id
+            == again.alias_writer_id
             == registry.register("traitstream-test-client-value", load_v1_text())
         )
     finally:
