@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from tests.support.stack import REDIS_URL
 from traitstream import kafka_admin
 from traitstream.errors import StoreRejected
-from traitstream.events import JSON, IdentifyEvent, Op, Operation, anonymous_profile_id, user_profile_id
+from traitstream.events import JSON, IdentifyEvent, Kind, Op, Operation, anonymous_profile_id, user_profile_id
 from traitstream.kafka_producer import producer_config
 from traitstream.store.profiles import ProfileStore
 from traitstream.worker.consumer import consumer_config
@@ -116,6 +116,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
                 conn.execute(f"ALTER TABLE profiles DROP CONSTRAINT {constraint}")
             conn.execute("DELETE FROM profiles WHERE workspace_id = %s", (WS,))
             conn.execute("DELETE FROM identities WHERE workspace_id = %s", (WS,))
+            conn.execute("DELETE FROM user_aliases WHERE workspace_id = %s", (WS,))
 
 
 USER = user_profile_id(WS, "u1")
@@ -159,6 +160,23 @@ def test_an_anonymous_profile_merges_into_the_user_profile(store: Store) -> None
     assert store.traits(USER) == {"plan": "pro", "theme": "dark"}
     assert store.linked("d1") == USER
     assert store.traits(anonymous_profile_id(WS, "d1")) is None
+
+
+def test_an_alias_absorbs_an_earlier_user_with_the_ids_the_batch_did_not_load(store: Store) -> None:
+    store.writer.apply([identify(0, user="u0", anon=("d0",), plan="free", email="a@x")], {0: 1})
+    store.writer.apply([identify(1, user="u0", anon=("d9",))], {0: 2})
+    store.writer.apply([identify(2, user="u1", t=2000, plan="pro")], {0: 3})
+    alias = identify(3, user="u1")
+    store.writer.apply(
+        [alias._replace(event=alias.event._replace(kind=Kind.ALIAS, previous_id="u0"))], {0: 4}
+    )
+    assert store.traits(USER) == {"plan": "pro", "email": "a@x"}
+    assert store.traits(user_profile_id(WS, "u0")) is None
+    assert store.linked("d0") == store.linked("d9") == store.linked("u0") == USER
+    # The previous user id resolves to the merged profile from now on.
+    store.writer.apply([identify(4, user="u0", t=3000, plan="team")], {0: 5})
+    assert store.traits(USER) == {"plan": "team", "email": "a@x"}
+    assert store.traits(user_profile_id(WS, "u0")) is None
 
 
 def test_records_past_the_size_cap_are_rejected_whole_before_the_commit(store: Store) -> None:

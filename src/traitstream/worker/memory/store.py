@@ -29,10 +29,12 @@ from traitstream.worker.plan import (
     AnonKey,
     BatchPlan,
     StoredProfile,
+    UserKey,
     anon_keys,
     lock_names,
     plan_batch,
     rows_to_load,
+    user_keys,
 )
 from traitstream.worker.records import ApplyResult, Positioned, RejectHandler
 
@@ -85,6 +87,7 @@ class InMemoryProfileStore(ProfileWriter):
         self._offsets: dict[int, _Offset] = {}
         self._profiles: dict[uuid.UUID, _Row] = {}
         self._links: dict[AnonKey, uuid.UUID] = {}
+        self._aliases: dict[UserKey, uuid.UUID] = {}
         self._failure: tuple[Exception, bool] | None = None
 
     def lock_capacity(self) -> int:
@@ -123,19 +126,26 @@ class InMemoryProfileStore(ProfileWriter):
         fresh = [r.event for r in todo]
         plan = BatchPlan()
         if fresh:
-            keys = anon_keys(events)
+            keys, users = anon_keys(events), user_keys(events)
             links = {k: p for k, p in self._links.items() if k in keys}
-            loaded = {pid: self._load(pid) for pid in rows_to_load(fresh, links) if pid in self._profiles}
-            plan = plan_batch(fresh, links, loaded, int(self._clock() * 1000))
+            aliases = {k: p for k, p in self._aliases.items() if k in users}
+            wanted = rows_to_load(fresh, links, aliases)
+            loaded = {pid: self._load(pid) for pid in wanted if pid in self._profiles}
+            plan = plan_batch(fresh, links, loaded, int(self._clock() * 1000), aliases=aliases)
         rejected = tuple(todo[i] for i in plan.rejected)
         if rejected:
             on_rejected(rejected)
         written = {pid: self._row(stored) for pid, stored in plan.upserts.items()}
         # Commit.
+        self._follow_moves(plan)
         for pid in plan.deletes:
             self._profiles.pop(pid, None)
+            # The foreign keys' cascade.
+            self._links = {k: v for k, v in self._links.items() if v != pid}
+            self._aliases = {k: v for k, v in self._aliases.items() if v != pid}
         self._profiles.update(written)
         self._links.update(plan.links)
+        self._aliases.update(plan.aliases)
         for p in partitions:
             row = offsets[p]
             self._offsets[p] = _Offset(max(row.next_offset, next_offsets[p]), row.topic_id)
@@ -147,6 +157,23 @@ class InMemoryProfileStore(ProfileWriter):
 
     def close(self) -> None:
         pass
+
+    def _follow_moves(self, plan: BatchPlan) -> None:
+        """``store.profiles._follow_moves``: the stored links and aliases of the profiles
+        merged away follow them, unless the plan sets them itself."""
+
+        def final(profile_id: uuid.UUID) -> uuid.UUID | None:
+            seen = set()
+            while profile_id in plan.moves and profile_id not in seen:
+                seen.add(profile_id)
+                profile_id = plan.moves[profile_id]
+            return profile_id if profile_id in plan.upserts else None
+
+        for table, planned in ((self._links, plan.links), (self._aliases, plan.aliases)):
+            for key, profile_id in table.items():
+                target = final(profile_id) if profile_id in plan.moves else None
+                if target is not None:
+                    planned.setdefault(key, target)
 
     def fail_next(self, error: Exception, *, after_commit: bool = False) -> None:
         self._failure = (error, after_commit)
