@@ -91,7 +91,6 @@ def test_document_describes_every_endpoint(document: dict[str, Any]) -> None:
         "/v1/identify",
         "/v1/batch",
         "/v1/alias",
-        "/v1/a",
     ],
 )
 def test_identify_endpoints_document_body_and_errors(document: dict[str, Any], path: str) -> None:
