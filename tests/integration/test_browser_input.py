@@ -20,7 +20,7 @@ from tests.support.stack import Broker, Stack, metric_sum
 ALLOWED = "https://shop.example.com"
 OTHER = "https://elsewhere.example.net"
 ROUTES = ["/api/identify", "/identify", "/2/httpapi", "/api/v1/identify", "/v1/identify", "/v1/i", "/v1/b"]
-SHORT = ["/v1/t", "/v1/p", "/v1/s", "/v1/g", "/v1/a", "/v1/track", "/v1/page", "/v1/screen", "/v1/group"]
+SHORT = ["/v1/t", "/v1/p", "/v1/s", "/v1/g", "/v1/track", "/v1/page", "/v1/screen", "/v1/group"]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_a_write_key_in_the_body_never_overrides_another_in_the_header(stack: St
 
 @pytest.mark.parametrize("path", SHORT)
 def test_other_message_types_are_accepted_and_ignored(stack: Stack, path: str) -> None:
-    kind = {"t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias"}.get(path[4:], path[4:])
+    kind = {"t": "track", "p": "page", "s": "screen", "g": "group"}.get(path[4:], path[4:])
     before = metric_sum(
         httpx.get(f"{stack.url}/metrics").text, "traitstream_edge_ignored_events_total", f'type="{kind}"'
     )
@@ -126,6 +126,18 @@ def test_other_message_types_are_accepted_and_ignored(stack: Stack, path: str) -
     assert after == before + 1
     wrong = post(stack, path, page(message | {"type": "identify"}), **stack.headers())
     assert wrong.status_code == 400 and f"body.type must be {kind} on {path}" in wrong.json()["message"]
+
+
+def test_an_alias_from_a_page_merges_its_anonymous_profile(stack: Stack) -> None:
+    anonymous, user = f"page-anon-{uuid.uuid4().hex[:8]}", f"page-user-{uuid.uuid4().hex[:8]}"
+    seen = page({"anonymousId": anonymous, "traits": {"theme": "dark"}, "writeKey": stack.api_key})
+    assert post(stack, "/v1/i", seen, Origin=ALLOWED, **{"Content-Type": "text/plain"}).status_code == 200
+    alias = page({"type": "alias", "previousId": anonymous, "userId": user, "writeKey": stack.api_key})
+    response = post(stack, "/v1/a", alias, Origin=ALLOWED, **{"Content-Type": "text/plain"})
+    assert response.status_code == 200 and cors_of(response) == ALLOWED
+    assert stack.wait_profile(user, lambda p: "theme" in p["traits"])["anonymous_ids"] == [anonymous]
+    wrong = post(stack, "/v1/a", page({"type": "identify", "userId": "u"}), **stack.headers())
+    assert wrong.status_code == 400 and "body.type must be alias on /v1/a" in wrong.json()["message"]
 
 
 @pytest.mark.parametrize(
