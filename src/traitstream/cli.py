@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from traitstream.commands import bench, dev, dlq, edge, keys, migrate, worker
+from traitstream.commands import bench, changes, dev, dlq, edge, keys, migrate, worker
 
-COMMANDS = (dev, edge, worker, migrate, keys, dlq, bench)
+COMMANDS = (dev, edge, worker, migrate, keys, dlq, changes, bench)
 """In the order ``traitstream --help`` lists them."""
 
 

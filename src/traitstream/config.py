@@ -24,6 +24,7 @@ class CommonSettings(BaseSettings):
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for dedupe keys")
     topic: str = Field("identify", description="Kafka topic of identify records")
+    changes_topic: str = Field("profiles.changes", description="Kafka topic of profile changes")
     schema_registry_url: str | None = Field(
         None, description="Confluent-compatible schema registry URL (optional)"
     )
@@ -80,6 +81,11 @@ class WorkerSettings(CommonSettings):
         "the broker's group.consumer.session.timeout.ms rules)",
     )
     partitions: int = Field(12, description="partition count used when the topic is created")
+    changes: Literal["on", "off"] = Field(
+        "on",
+        description="publish every profile change on the changes topic (on), or not (off: no outbox "
+        "rows are written and no relay runs)",
+    )
     group_protocol: Literal["consumer", "cooperative-sticky", "eager"] = Field(
         "consumer",
         description="how the group hands partitions out: consumer (KIP-848, the broker assigns "

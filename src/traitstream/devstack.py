@@ -36,6 +36,8 @@ def _child_env(settings: DevSettings, **extra: str) -> dict[str, str]:
         "TRAITSTREAM_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
         "TRAITSTREAM_LOG_FORMAT": settings.log_format,
         "TRAITSTREAM_LOG_LEVEL": settings.log_level,
+        "TRAITSTREAM_CHANGES_TOPIC": settings.changes_topic,
+        "TRAITSTREAM_CHANGES": settings.changes,
     }
     if settings.schema_registry_url:
         defaults["TRAITSTREAM_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
@@ -63,7 +65,11 @@ class DevStack:
         else:
             self.broker = start_local_kafka(s.kafka_bootstrap, Path(s.data_dir).expanduser() / "kafka")
         migrate(s.database_url)
-        kafka_admin.ensure_topics(s.kafka_bootstrap, {s.topic: s.partitions, s.dlq_topic: 1})
+        kafka_admin.ensure_topics(
+            s.kafka_bootstrap,
+            {s.topic: s.partitions, s.dlq_topic: 1, s.changes_topic: s.partitions},
+            configs={s.changes_topic: kafka_admin.CHANGES_TOPIC_CONFIG},
+        )
         with psycopg.connect(s.database_url, autocommit=True) as conn:
             keys.register(conn, self.api_key, "dev", frozenset(keys.SCOPES), description="traitstream dev")
 

@@ -114,8 +114,10 @@ class RenewableProducer:
         timeout_s: float,
         linger_ms: float = DEFAULT_LINGER_MS,
         signal: ReportHook | None = None,
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
-        self._config = producer_config(bootstrap, timeout_s, linger_ms)
+        """``extra_config``: librdkafka settings beside ``producer_config``'s."""
+        self._config = producer_config(bootstrap, timeout_s, linger_ms) | (extra_config or {})
         self._lock = threading.Lock()
         self._signal = signal
         self.signalled = False

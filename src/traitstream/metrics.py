@@ -175,6 +175,29 @@ class WorkerMetrics:
             "Anonymous ids seen with a user while already linked to another user (not merged)",
             registry=r,
         )
+        self.changes_published = Counter(
+            "traitstream_changes_published",
+            "Profile change records the broker acknowledged on the changes topic, by kind "
+            "(update, merge, erase, tombstone)",
+            ["kind"],
+            registry=r,
+        )
+        self.changes_outbox_backlog = Gauge(
+            "traitstream_changes_outbox_backlog",
+            "Profile changes committed but not yet acknowledged by the broker, in the outbox "
+            "shards this worker's relay holds",
+            registry=r,
+        )
+        self.changes_relay_lag_seconds = Gauge(
+            "traitstream_changes_relay_lag_seconds",
+            "Age of the oldest profile change waiting in the outbox shards this worker's relay holds",
+            registry=r,
+        )
+        self.changes_relay_shards = Gauge(
+            "traitstream_changes_relay_shards",
+            "Outbox shards whose lease this worker's relay holds",
+            registry=r,
+        )
 
 
 def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:

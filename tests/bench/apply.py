@@ -126,11 +126,14 @@ def measure(
     batch: int = 2000,
     population: int = 100_000,
     callgrind: bool = False,
+    changes: bool = False,
 ) -> Cost:
-    """Apply a pass to create the profiles, then ``measured_passes`` more, timed."""
+    """Apply a pass to create the profiles, then ``measured_passes`` more, timed.
+    ``changes``: record the profile changes in the outbox too (the relay's own cost,
+    on its thread, is not counted here: ``tests.bench.changes_cost`` counts both)."""
     schemas = LocalSchemas()
     all_passes = list(passes(identifies, 1 + measured_passes, population, seed=9))
-    store = ProfileStore(database_url, "bench-apply")
+    store = ProfileStore(database_url, "bench-apply", changes=changes)
     offset = 0
 
     def apply(records: list[bytes]) -> int:
@@ -185,6 +188,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--passes", type=int, default=2, help="measured passes after the first")
     parser.add_argument("--batch", type=int, default=2000, help="records per transaction")
     parser.add_argument(
+        "--changes",
+        action="store_true",
+        help="record profile changes in the outbox, as TRAITSTREAM_CHANGES=on",
+    )
+    parser.add_argument(
         "--callgrind",
         action="store_true",
         help="count instructions only around the measured passes (valgrind --instr-atstart=no)",
@@ -198,7 +206,9 @@ def main(argv: list[str]) -> int:
     try:
         url = create_database(server, name)
         migrate(url)
-        cost = measure(url, args.identifies, args.passes, args.batch, callgrind=args.callgrind)
+        cost = measure(
+            url, args.identifies, args.passes, args.batch, callgrind=args.callgrind, changes=args.changes
+        )
     except psycopg.Error as exc:
         print(f"error: PostgreSQL: {exc}", file=sys.stderr)
         return 1

@@ -56,7 +56,7 @@ DASHBOARD = GRAFANA / "dashboards" / "traitstream.json"
 OPERATIONS = ROOT / "docs" / "operations.md"
 
 PARTITIONS = 12
-TOPICS = {"identify", "identify.dlq"}
+TOPICS = {"identify", "identify.dlq", "profiles.changes"}
 BROKERS = 3
 # What every Kafka node of Compose and of Kubernetes is given (server.properties
 # names, as the image writes them).
@@ -99,6 +99,10 @@ KNOWN_METRICS = HISTOGRAMS | {
     "traitstream_worker_rebalances_total",
     "traitstream_edge_in_flight_requests",
     "traitstream_worker_store_errors_total",
+    "traitstream_changes_published_total",
+    "traitstream_changes_outbox_backlog",
+    "traitstream_changes_relay_lag_seconds",
+    "traitstream_changes_relay_shards",
 }
 METRIC_RE = re.compile(r"\btraitstream_[a-z0-9_]+")
 ALERT_NAMES = {
@@ -107,6 +111,7 @@ ALERT_NAMES = {
     "TraitstreamEdge5xxRate",
     "TraitstreamEndToEndLatencyHigh",
     "TraitstreamNoWorkerAlive",
+    "TraitstreamChangesBacklogGrowing",
 }
 
 
@@ -999,6 +1004,32 @@ rule_files:
   - {rules}
 evaluation_interval: 1m
 tests:
+  - name: a change backlog that keeps growing fires; a steady one does not
+    interval: 1m
+    input_series:
+      - series: 'traitstream_changes_outbox_backlog{{instance="w1"}}'
+        values: '0+200x40'
+      - series: 'traitstream_changes_outbox_backlog{{instance="w2"}}'
+        values: '3000x40'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: TraitstreamChangesBacklogGrowing
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: TraitstreamChangesBacklogGrowing
+        exp_alerts:
+          - exp_labels: {{severity: warning}}
+
+  - name: a steady change backlog stays quiet
+    interval: 1m
+    input_series:
+      - series: 'traitstream_changes_outbox_backlog{{instance="w1"}}'
+        values: '5000x40'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: TraitstreamChangesBacklogGrowing
+        exp_alerts: []
+
   - name: no worker alive, then one comes up
     interval: 1m
     input_series:
@@ -1156,6 +1187,7 @@ def test_dashboard_ids_unique_and_panels_present() -> None:
         "batch sizes",
         "worker events by outcome",
         "dead letters by reason",
+        "change outbox backlog",
     ):
         assert wanted in titles, wanted
 

@@ -35,11 +35,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 
+from tests.support.changes import wait_outbox_empty
 from tests.support.stack import Broker, Stack, free_port, wait_until
 from traitstream.avro import codec
+from traitstream.avro.changes import LOCAL_CHANGE_SCHEMA_ID, load_change_v1_text
+from traitstream.avro.changes import decode as decode_change
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID, RegistrySchemas, load_v1_r1_text, load_v1_text
 from traitstream.errors import InvalidRecord, TraitstreamError, TransientError
-from traitstream.events import IdentifyEvent, Op, Operation, partition_key
+from traitstream.events import IdentifyEvent, Op, Operation, partition_key, user_profile_id
 from traitstream.worker.dlq import REASON
 
 EXTERNAL = os.environ.get("TRAITSTREAM_TEST_SCHEMA_REGISTRY", "").rstrip("/")
@@ -515,3 +518,28 @@ def test_an_unreachable_registry_is_transient() -> None:
     with pytest.raises(TransientError) as caught:
         _ = source.writer_id
     assert caught.value.source == "schema_registry"
+
+
+def test_profile_changes_carry_the_registry_id_of_their_own_subject(
+    registry_stack: Stack, registry: RegistryApi
+) -> None:
+    stack = registry_stack
+    user = f"sr-changes-{uuid.uuid4().hex[:8]}"
+    assert stack.post("/api/identify", {"user_id": user, "traits": {"plan": "pro"}}).status_code == 200
+    stack.wait_profile(user, timeout=30)
+    wait_outbox_empty(stack)
+
+    changes_subject = f"{stack.changes_topic}-value"
+    schema_id = registry.register(changes_subject, load_change_v1_text())
+    assert schema_id not in (LOCAL_CHANGE_SCHEMA_ID, registry.register(subject(stack), load_v1_r1_text()))
+    key = f"{stack.workspace}:{user_profile_id(stack.workspace, user)}".encode()
+    [record] = [r for r in read_all(stack.bootstrap, stack.changes_topic, stack.partitions) if r.key() == key]
+    value = record.value()
+    assert value[0] == 0 and struct.unpack(">I", value[1:5])[0] == schema_id
+    reader = RegistrySchemas(registry.url, changes_subject, schema_text=load_change_v1_text)
+    try:
+        change = decode_change(value, reader)
+    finally:
+        reader.close()
+    assert change["user_id"] == user and change["version"] == 1
+    assert [(c["trait"], c["new_json"]) for c in change["changes"]] == [("plan", '"pro"')]

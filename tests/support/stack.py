@@ -140,6 +140,10 @@ class Stack:
     workers: list[Proc] = field(default_factory=list)
 
     @property
+    def changes_topic(self) -> str:
+        return f"{self.topic}.changes"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
@@ -150,6 +154,7 @@ class Stack:
             "TRAITSTREAM_GROUP_ID": f"group-{self.topic}",
             "TRAITSTREAM_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             "TRAITSTREAM_LOG_FORMAT": "json",
+            "TRAITSTREAM_CHANGES_TOPIC": self.changes_topic,
         }
         return pipeline_env(
             self.bootstrap,
@@ -160,7 +165,11 @@ class Stack:
         )
 
     def prepare(self) -> None:
-        kafka_admin.ensure_topics(self.bootstrap, {self.topic: self.partitions, f"{self.topic}.dlq": 1})
+        kafka_admin.ensure_topics(
+            self.bootstrap,
+            {self.topic: self.partitions, f"{self.topic}.dlq": 1, self.changes_topic: self.partitions},
+            configs={self.changes_topic: kafka_admin.CHANGES_TOPIC_CONFIG},
+        )
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             keys.register(conn, self.api_key, self.workspace, frozenset(keys.SCOPES))
 

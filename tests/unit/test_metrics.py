@@ -28,7 +28,7 @@ CONTRACT = {
 OUTCOMES = {"applied", "duplicate", "dead_lettered"}
 
 # Every label a metric may carry: each has a small, fixed set of values.
-BOUNDED_LABELS = {"dialect", "status", "outcome", "partition", "reason", "change", "store", "type"}
+BOUNDED_LABELS = {"dialect", "status", "outcome", "partition", "reason", "change", "store", "type", "kind"}
 # Labels whose values grow with users or tenants: one series each would exhaust Prometheus.
 UNBOUNDED_LABELS = {
     "user_id",

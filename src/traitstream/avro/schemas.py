@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -114,8 +115,18 @@ class RegistrySchemas:
     being dead-lettered. Credentials may be given in the URL (``https://user:secret@host``).
     """
 
-    def __init__(self, url: str, subject: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        subject: str,
+        *,
+        timeout: float = 5.0,
+        schema_text: Callable[[], str] = load_v1_r1_text,
+    ) -> None:
+        """``schema_text``: the bundled schema ``writer_id`` registers (the identify
+        schema's first revision unless told)."""
         self._url = url.rstrip("/")
+        self._schema_text = schema_text
         self._client = httpx.Client(base_url=self._url, timeout=timeout, headers={"Accept": _ACCEPT})
         self._subject = subject
         self._cache: dict[int, Any] = {}
@@ -154,7 +165,7 @@ class RegistrySchemas:
         """Registers the first revision on first use: only writers register, so readers
         work with read-only registry credentials and start while the registry is down."""
         if self._writer_id is None:
-            self._writer_id = self._register_text(load_v1_r1_text())
+            self._writer_id = self._register_text(self._schema_text())
         return self._writer_id
 
     @property

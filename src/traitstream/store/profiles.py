@@ -26,6 +26,8 @@ from psycopg.types.json import set_json_loads
 from traitstream.errors import StoreRejected, TransientError
 from traitstream.events import IdentifyEvent
 from traitstream.merge import Profile
+from traitstream.store.outbox import record_changes
+from traitstream.worker.changes import OutboxEntry, Snapshot, Touched, batch_changes
 from traitstream.worker.interfaces import ProfileWriter
 from traitstream.worker.plan import (
     AnonKey,
@@ -162,9 +164,12 @@ def _connect(url: str) -> psycopg.Connection[Any]:
 
 
 class ProfileStore(ProfileWriter):
-    def __init__(self, url: str, topic: str) -> None:
+    def __init__(self, url: str, topic: str, *, changes: bool = False) -> None:
+        """``changes``: also record each batch's profile changes in the outbox
+        (``store/outbox.py``), in the batch's transaction."""
         self._url = url
         self._topic = topic
+        self._changes = changes
         self._conn: psycopg.Connection[Any] | None = None
         self._topic_id: str | None = None
 
@@ -292,14 +297,16 @@ class ProfileStore(ProfileWriter):
         todo = [r for r in records if r.offset >= stored.get(r.partition, 0)]
         fresh = [r.event for r in todo]
         plan = BatchPlan()
+        changes: list[OutboxEntry] = []
         if fresh:
             links = {} if linked is None else {(w, a): p for w, a, p in linked.fetchall()}
             aliases = {} if aliased is None else {(w, u): p for w, u, p in aliased.fetchall()}
-            plan = self._plan(conn, fresh, links, aliases)
+            plan, changes = self._plan(conn, fresh, links, aliases, self._changes)
         rejected = tuple(todo[i] for i in plan.rejected)
         if rejected:
             on_rejected(rejected)
         self._write(conn, plan)
+        record_changes(conn, changes)
         conn.execute(_SAVE_OFFSETS, args | {"offsets": [next_offsets[p] for p in partitions]})
         refused = set(plan.rejected)
         applied = tuple(e for i, e in enumerate(fresh) if i not in refused)
@@ -311,8 +318,10 @@ class ProfileStore(ProfileWriter):
         fresh: list[IdentifyEvent],
         links: dict[AnonKey, uuid.UUID],
         aliases: dict[UserKey, uuid.UUID],
-    ) -> BatchPlan:
-        """Read and plan; every row the batch touches was locked (``_ADVISORY``) before."""
+        changes: bool,
+    ) -> tuple[BatchPlan, list[OutboxEntry]]:
+        """Read and plan; every row the batch touches was locked (``_ADVISORY``) before.
+        With ``changes``, also the batch's profile changes."""
         wanted = sorted(rows_to_load(fresh, links, aliases), key=_uuid_int)  # UUID's own < is Python code
         loaded = {
             row[0]: StoredProfile(
@@ -325,7 +334,18 @@ class ProfileStore(ProfileWriter):
             )
             for row in conn.execute(_SELECT_PROFILES, (wanted,)).fetchall()
         }
-        return plan_batch(fresh, links, loaded, int(time.time() * 1000), aliases=aliases)
+        now_ms = int(time.time() * 1000)
+        if not changes:
+            return plan_batch(fresh, links, loaded, now_ms, aliases=aliases), []
+        # The planner changes the loaded traits in place; values themselves are never
+        # changed in place, so a shallow copy keeps them as they were.
+        before = {p: Snapshot(r.workspace_id, r.user_id, dict(r.profile.traits)) for p, r in loaded.items()}
+        plan = plan_batch(fresh, links, loaded, now_ms, aliases=aliases, track=True)
+        written = {
+            p: Touched(r.workspace_id, r.user_id, r.profile, r.events) for p, r in plan.upserts.items()
+        }
+        entries = batch_changes(before, written, plan.erased, plan.absorbed, plan.merged, now_ms)
+        return plan, entries
 
     @staticmethod
     def _write(conn: psycopg.Connection[Any], plan: BatchPlan) -> None:

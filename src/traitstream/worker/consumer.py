@@ -34,6 +34,7 @@ from traitstream.worker.interfaces import (
     TopicAdmin,
 )
 from traitstream.worker.process import BatchProcessor
+from traitstream.worker.relay import Relay
 from traitstream.worker.retry import Abandoned, Retry
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,11 @@ class Worker:
         batch_wait_s: float = 0.05,
         incremental: bool = True,
         clock: Callable[[], float] = time.time,
+        relay: Relay | None = None,
     ) -> None:
         """``incremental``: the group hands partitions over one by one (the
-        ``consumer`` and ``cooperative-sticky`` protocols) rather than all at once."""
+        ``consumer`` and ``cooperative-sticky`` protocols) rather than all at once.
+        ``relay``: publishes the profile changes of the partitions this worker owns."""
         self._consumer = consumer
         self._admin = admin
         self._topic = topic
@@ -119,6 +122,7 @@ class Worker:
         self._lag_partitions: set[int] = set()
         self._starts: dict[int, int] = {}
         """Where each owned partition was assigned to start (PostgreSQL's next offset)."""
+        self._relay = relay
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -146,6 +150,8 @@ class Worker:
         log.info("worker started", extra={"topic": self._topic})
         warn_if_not_compiled()
         self._check_lock_table()
+        if self._relay is not None:
+            self._relay.start()
 
     def poll_once(self) -> int:
         """Poll one batch and apply it; how many messages the poll returned. Raises
@@ -156,6 +162,8 @@ class Worker:
             good = [m for m in messages if self._usable(m)]
             if good:
                 self._batches.process(good)
+                if self._relay is not None:
+                    self._relay.wake()
             del messages, good
         self._report_lag()
         return polled
@@ -163,6 +171,8 @@ class Worker:
     def close(self) -> None:
         log.info("worker stopping")
         self._consumer.close()
+        if self._relay is not None:
+            self._relay.stop()
         self._dlq.close()
         self._store.close()
 
@@ -226,6 +236,8 @@ class Worker:
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
+        if self._relay is not None:
+            self._relay.assigned(p.partition for p in partitions)
         log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)})
 
     def _topic_id(self) -> str | None:
@@ -247,6 +259,8 @@ class Worker:
             consumer.incremental_unassign(partitions)
         else:
             consumer.unassign()
+        if self._relay is not None:
+            self._relay.revoked(p.partition for p in partitions)
         log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)})
 
     def _report_lag(self) -> None:

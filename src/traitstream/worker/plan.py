@@ -86,6 +86,9 @@ class StoredProfile:
     each batch's planner starts it from ``traits_bytes``."""
     unmeasured: list[tuple[IdentifyEvent, dict[str, JSON]]] = field(default_factory=list)
     """Events applied on the loose bound since, each with the values it replaced."""
+    events: list[IdentifyEvent] = field(default_factory=list)
+    """The batch's events applied to this row, when the planner tracks them (for the
+    provenance of profile changes)."""
 
 
 @dataclass(slots=True)
@@ -103,6 +106,12 @@ class BatchPlan:
     conflicts: int = 0
     rejected: list[int] = field(default_factory=list)
     """Positions (in the planned events) of events refused for the size cap."""
+    erased: set[uuid.UUID] = field(default_factory=set)
+    """Profiles removed by an erasure (also in ``deletes``)."""
+    absorbed: set[uuid.UUID] = field(default_factory=set)
+    """Anonymous profiles merged into another (also in ``deletes``)."""
+    merged: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
+    """For a profile written, the profiles merged into it."""
 
 
 def anon_keys(events: Iterable[IdentifyEvent]) -> set[AnonKey]:
@@ -171,6 +180,7 @@ class _Planner:
         profiles: Mapping[uuid.UUID, StoredProfile],
         now_ms: int,
         max_traits_bytes: int,
+        track: bool = False,
     ) -> None:
         self.links = dict(links)
         self.aliases = dict(aliases)
@@ -178,7 +188,9 @@ class _Planner:
         for row in self.rows.values():  # this batch's sizing starts afresh, whoever made the row
             row.exact_bytes = row.traits_bytes
             row.unmeasured.clear()
+            row.events.clear()
         self.now_ms = now_ms
+        self.track = track
         self.max_traits_bytes = max_traits_bytes
         self.plan = BatchPlan()
 
@@ -221,6 +233,10 @@ class _Planner:
         for user in [k for k, v in self.aliases.items() if v == gone]:
             self._alias(user, into)
         self.plan.moves[gone] = into
+        self.plan.absorbed.add(gone)
+        merged = self.plan.merged.setdefault(into, [])
+        merged.extend(self.plan.merged.pop(gone, ()))
+        merged.append(gone)
 
     def _link(self, key: AnonKey, profile_id: uuid.UUID) -> None:
         self.links[key] = profile_id
@@ -241,11 +257,16 @@ class _Planner:
 
     def erase(self, event: IdentifyEvent) -> None:
         if event.user_id is not None:
-            self._drop(self._user_profile(event.workspace_id, event.user_id))
+            self._erase(self._user_profile(event.workspace_id, event.user_id))
         for anon in event.anonymous_ids:
-            self._drop(
+            self._erase(
                 self.links.get((event.workspace_id, anon)) or anonymous_profile_id(event.workspace_id, anon)
             )
+
+    def _erase(self, profile_id: uuid.UUID) -> None:
+        self._drop(profile_id)
+        self.plan.erased.add(profile_id)
+        self.plan.merged.pop(profile_id, None)
 
     def _target_id(self, event: IdentifyEvent) -> uuid.UUID:
         """The user's profile; for anonymous events, the profile the first id is linked to."""
@@ -328,6 +349,8 @@ class _Planner:
             self._merge_previous(event, event.previous_id, target)
         target.profile.apply_event(event)
         self._touch(target)
+        if self.track:
+            target.events.append(event)
         return True
 
     # --- the size cap -------------------------------------------------------------
@@ -448,9 +471,12 @@ def plan_batch(
     now_ms: int,
     max_traits_bytes: int = MAX_TRAITS_BYTES,
     aliases: Mapping[UserKey, uuid.UUID] | None = None,
+    *,
+    track: bool = False,
 ) -> BatchPlan:
-    """Apply ``events`` in order to the loaded profiles; return every write to make."""
-    planner = _Planner(links, aliases or {}, profiles, now_ms, max_traits_bytes)
+    """Apply ``events`` in order to the loaded profiles; return every write to make.
+    ``track``: keep on each written row the events applied to it (``StoredProfile.events``)."""
+    planner = _Planner(links, aliases or {}, profiles, now_ms, max_traits_bytes, track)
     for index, event in enumerate(events):
         if event.kind is _ERASE:
             planner.erase(event)
