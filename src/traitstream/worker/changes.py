@@ -6,8 +6,10 @@ the batch, and then asks ``batch_changes`` for the outbox entries: per profile, 
 most one ``update`` or ``merge`` record for the whole batch (the difference between
 its traits before and after), preceded by an ``erase`` record and a tombstone when
 the batch erased it. A profile whose traits did not change (a late ``set``, a
-duplicate) gets nothing. The cost is per changed trait and only when the stream is
-on; the planner's per-event loop is untouched.
+duplicate) gets nothing. Nothing of this runs when the stream is off; when it is on,
+the planner only keeps, per written profile, the events applied to it (the traits
+they wrote are the only ones compared), and the rest is per profile and per trait
+written, once a batch.
 
 Provenance of a change comes from the write stamp the trait ends the batch with, as
 ``GET /api/profiles/…?include=provenance`` reads it (``provenance.py``): the event
