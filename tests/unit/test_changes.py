@@ -67,6 +67,7 @@ class Store:
         self.records: list[dict[str, Any]] = []
         self.rows: dict[uuid.UUID, tuple[str, str | None, str, str, int | None]] = {}
         self.links: dict[AnonKey, uuid.UUID] = {}
+        self.aliases: dict[tuple[str, str], uuid.UUID] = {}
         self.versions: dict[uuid.UUID, int] = {}
         self.stream: dict[uuid.UUID, list[tuple[int, dict[str, Any] | None]]] = {}
 
@@ -80,7 +81,7 @@ class Store:
     def apply(self, events: list[IdentifyEvent], now_ms: int = 10_000) -> list[OutboxEntry]:
         loaded = self.load()
         before = {p: Snapshot(r.workspace_id, r.user_id, dict(r.profile.traits)) for p, r in loaded.items()}
-        plan = plan_batch(events, self.links, loaded, now_ms, track=True)
+        plan = plan_batch(events, self.links, loaded, now_ms, aliases=self.aliases, track=True)
         written = {
             p: Touched(r.workspace_id, r.user_id, r.profile, r.events) for p, r in plan.upserts.items()
         }
@@ -88,6 +89,7 @@ class Store:
         for p in plan.deletes:
             self.rows.pop(p, None)
             self.links = {k: v for k, v in self.links.items() if v != p}
+            self.aliases = {k: v for k, v in self.aliases.items() if v != p}
         for p, r in plan.upserts.items():
             self.rows[p] = (
                 r.workspace_id,
@@ -97,6 +99,7 @@ class Store:
                 r.profile.created_at_ms,
             )
         self.links.update(plan.links)
+        self.aliases.update(plan.aliases)
         # The versions, as store/outbox.py's statement gives them.
         steps: dict[uuid.UUID, int] = {}
         for e in entries:
@@ -339,13 +342,19 @@ def events(draw: st.DrawFn) -> IdentifyEvent:
     anon = tuple(draw(st.lists(st.sampled_from(["a1", "a2"]), max_size=2, unique=True)))
     if user is None and not anon:
         anon = ("a1",)
-    kind = Kind.ERASE if draw(st.integers(0, 9)) == 0 else Kind.IDENTIFY
-    ops = () if kind is Kind.ERASE else tuple(draw(st.lists(operations(), min_size=1, max_size=3)))
+    kind = draw(st.sampled_from([Kind.ERASE, Kind.ALIAS, *[Kind.IDENTIFY] * 8]))
+    previous = None
+    if kind is Kind.ALIAS:  # previousId -> userId: the previous id's profiles merge in
+        user, anon, previous = (
+            draw(st.sampled_from(["u1", "u2"])),
+            (),
+            draw(st.sampled_from(["u1", "u2", "a1"])),
+        )
+    ops = () if kind is not Kind.IDENTIFY else tuple(draw(st.lists(operations(), min_size=1, max_size=3)))
     t = draw(st.integers(0, 50))
     key = draw(st.none() | st.sampled_from(["k1", "k2", "k3"]))
-    return IdentifyEvent(
-        WS, user, "amplitude", t, t, f"r{draw(st.integers(0, 10**6))}", 0, anon, None, key, None, ops, kind
-    )
+    response = f"r{draw(st.integers(0, 10**6))}"
+    return IdentifyEvent(WS, user, "amplitude", t, t, response, 0, anon, None, key, None, ops, kind, previous)
 
 
 @settings(max_examples=300, deadline=None)
