@@ -142,3 +142,23 @@ def test_changes_tail_prints_json_lines_of_one_workspace(stack: Stack) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_an_alias_publishes_a_merge_and_a_tombstone_for_the_previous_users_profile(stack: Stack) -> None:
+    old, new = uid("alias-old"), uid("alias-new")
+    ws = stack.workspace
+    assert stack.post("/v1/identify", {"userId": old, "traits": {"plan": "free"}}).status_code == 200
+    stack.wait_profile(old)
+    assert stack.post("/v1/alias", {"previousId": old, "userId": new}).status_code == 200
+    stack.wait_profile(new, lambda p: p["traits"] == {"plan": "free"})
+    outcome = assert_changes_consistent(stack, ws, [new])
+    changes = read_changes(stack.bootstrap, stack.changes_topic, stack.partitions)
+    [(_value, merge)] = changes[key_of(stack, user_profile_id(ws, new))].records
+    assert merge is not None and merge["kind"] == "merge" and merge["version"] == 1
+    assert merge["merged_from"] == [str(user_profile_id(ws, old))]
+    [plan] = merge["changes"]
+    assert (plan["trait"], plan["old_json"], plan["new_json"], plan["op"]) == ("plan", None, '"free"', "set")
+    assert plan["source"] == "segment"  # the provenance of the merged profile's own write
+    old_records = changes[key_of(stack, user_profile_id(ws, old))].records
+    assert [r["version"] if r else None for _v, r in old_records] == [1, None]
+    assert outcome.traits[str(user_profile_id(ws, new))] == {"plan": "free"}
