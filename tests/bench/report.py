@@ -128,7 +128,7 @@ def summary(results: dict[str, Any]) -> str:
             "identifies/s",
         )
     if "end_to_end" in f:
-        add("end-to-end applied", f["end_to_end"], "identifies_per_s", "identifies/s")
+        add("end-to-end applied (change stream on)", f["end_to_end"], "identifies_per_s", "identifies/s")
         if "acknowledged" in f["end_to_end"]:
             add(
                 "  acknowledged meanwhile (workers running)",
@@ -136,6 +136,13 @@ def summary(results: dict[str, Any]) -> str:
                 "identifies_per_s",
                 "identifies/s",
             )
+    if "end_to_end_changes_off" in f:
+        add(
+            "end-to-end applied (change stream off)",
+            f["end_to_end_changes_off"],
+            "identifies_per_s",
+            "identifies/s",
+        )
     if "single_identify_edge" in f:
         add(
             "single identifies (16 clients; workers stopped)",

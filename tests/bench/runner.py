@@ -4,7 +4,8 @@
    nothing of ours running;
 2. end to end: batched load (4 clients, 500 identifies a request) with the
    workers applying meanwhile, from its first request until the last identify is
-   applied in PostgreSQL;
+   applied in PostgreSQL; with the profile change stream on (the default), then
+   the same again with it off, side by side;
 3. batched ingestion: the same load with the workers stopped, which measures
    what the edge tier acknowledges when it has the machine (with the broker);
 4. single-identify requests (16 clients), with the workers stopped (the edge
@@ -254,13 +255,27 @@ class Bench:
 
     def end_to_end(self) -> None:
         _say(f"end to end: 4 clients, {BATCH} identifies a request, the workers applying meanwhile")
+        self._end_to_end("end_to_end")
+
+    def end_to_end_changes_off(self) -> None:
+        """End to end again with the workers publishing no profile changes: what the
+        change stream costs, beside the phase that ran with it."""
+        _say("end to end, the profile change stream off")
+        self.stack.stop_workers()
+        self.stack.start_workers(TRAITSTREAM_CHANGES="off")
+        self.warm_up()
+        self._end_to_end("end_to_end_changes_off")
+        self.stack.stop_workers()
+        self.stack.start_workers()  # the stream on again, for the phases that follow
+
+    def _end_to_end(self, name: str) -> None:
         self.meter.start(self._groups())
-        result = self._batched_load("end-to-end", seed=21)
+        result = self._batched_load(name.replace("_", "-"), seed=21)
         done_at = self._wait_applied(max(120.0, self.o.phase_s * 20))
-        self.cpu["end_to_end"] = self.meter.stop(self._groups()) | {"load": round(result.cpu_s, 2)}
+        self.cpu[name] = self.meter.stop(self._groups()) | {"load": round(result.cpu_s, 2)}
         e2e_s = done_at - result.started_at
         e2e = stats.rate(result.identifies_acked, e2e_s)
-        self.figures["end_to_end"] = {
+        self.figures[name] = {
             "identifies_per_s": e2e,
             "identifies": result.identifies_acked,
             "seconds": e2e_s,
@@ -517,7 +532,14 @@ class Bench:
             self.stack.start_workers()
             self.warm_up()
             self.end_to_end()
-            for phase in (self.ingestion, self.single, self.drain, self.steady, self.soak):
+            for phase in (
+                self.end_to_end_changes_off,
+                self.ingestion,
+                self.single,
+                self.drain,
+                self.steady,
+                self.soak,
+            ):
                 self.fresh_topic()
                 phase()
             if self.o.profile:

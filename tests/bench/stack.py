@@ -169,7 +169,8 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    def start_workers(self) -> None:
+    def start_workers(self, **extra_env: str) -> None:
+        """Start the workers; ``extra_env`` adds to their environment (``TRAITSTREAM_*``)."""
         o = self.options
         # A fresh consumer group for each set of workers, so that one phase's group
         # never waits out the last phase's departed members. The workers seek to the
@@ -184,6 +185,7 @@ class Stack:
                 self.env(
                     TRAITSTREAM_METRICS_PORT=str(port),
                     TRAITSTREAM_GROUP_ID=group,
+                    **extra_env,
                 ),
                 o.log_dir / f"worker-{index + 1}-{self.topic}-{self._generation}.log",
                 metrics_port=port,
