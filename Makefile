@@ -1,13 +1,13 @@
-# traitstream: make run | make test | make lint | make bench
+# traitstream: make run | make test | make lint | make bench | make fuzz
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test unit lint format bench bench-scaling services sdks clean
+.PHONY: install run test unit lint format bench bench-scaling fuzz services sdks clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/traitstream/*.[ch] src/traitstream/*/*.[ch])
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/traitstream/compiled/*.[ch])
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "traitstream needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -23,9 +23,12 @@ run: install
 services:
 	deploy/local/services.sh
 
-## The whole suite against Apache Kafka (started by the tests), local PostgreSQL and Redis.
+## The whole suite against Apache Kafka (started by the tests), local PostgreSQL and Redis,
+## with the compiled modules required; then the unit, contract and integration tests again with
+## the Python implementation alone (TRAITSTREAM_IMPL, docs/performance.md).
 test: install sdks
-	$(BIN)/python -m pytest
+	TRAITSTREAM_IMPL=c $(BIN)/python -m pytest
+	TRAITSTREAM_IMPL=python $(BIN)/python -m pytest tests/unit tests/contract tests/integration
 
 ## The JavaScript SDKs the tests drive (tests/sdks), from its lock file.
 sdks: tests/sdks/node_modules/.package-lock.json
@@ -53,5 +56,10 @@ bench: install
 bench-scaling: install
 	$(BIN)/python -m tests.bench.scaling --rounds 3
 
+## Fuzz every compiled entry point under AddressSanitizer, FUZZ_SECONDS each (corpus in .fuzz/).
+FUZZ_SECONDS ?= 600
+fuzz: install
+	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/sdks/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz tests/sdks/node_modules

@@ -12,9 +12,11 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-try:
-    from traitstream import _merge
-except ImportError:  # installed without a C compiler: the Python functions serve alone
+from traitstream import native
+
+if native.use("traitstream.compiled._merge"):
+    from traitstream.compiled import _merge
+else:  # the Python twin serves (TRAITSTREAM_IMPL=python, or not built)
     _merge = None  # type: ignore[assignment]
 
 JSON = Any
@@ -151,15 +153,11 @@ def partition_key(workspace_id: str, user_id: str | None, anonymous_ids: tuple[s
 
 def user_profile_id(workspace_id: str, user_id: str) -> uuid.UUID:
     """The profile id of an identified user: UUIDv5 of workspace and user id."""
-    if _merge is not None:
-        return _merge.profile_id("user", workspace_id, user_id)
     return _uuid5(f"{workspace_id}\x1fuser\x1f{user_id}")
 
 
 def anonymous_profile_id(workspace_id: str, anonymous_id: str) -> uuid.UUID:
     """The profile id of a profile known only by an anonymous id."""
-    if _merge is not None:
-        return _merge.profile_id("anonymous", workspace_id, anonymous_id)
     return _uuid5(f"{workspace_id}\x1fanonymous\x1f{anonymous_id}")
 
 
@@ -170,17 +168,12 @@ _VERSION_BITS = ~((0xC000 << 48) | (0xF000 << 64)), (0x8000 << 48) | (5 << 76)
 
 def _uuid5(name: str) -> uuid.UUID:
     """``uuid.uuid5(PROFILE_NAMESPACE, name)``, at a third of the cost: the same hash
-    and bits, without ``UUID.__init__``'s checks of arguments made right here. The
-    workers take one or two per identify, in C when the extension was built
-    (``_merge.profile_id``: a fifth of this function's instructions); both are
-    compared with ``uuid.uuid5`` in tests/unit/test_events.py."""
+    and bits, without ``UUID.__init__``'s checks of arguments made right here (the
+    workers take one or two per identify); tests/unit/test_events.py compares it
+    with ``uuid.uuid5``."""
     clear, set_ = _VERSION_BITS
     value = int.from_bytes(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16]) & clear | set_
     profile_id = object.__new__(uuid.UUID)
     object.__setattr__(profile_id, "int", value)
     object.__setattr__(profile_id, "is_safe", uuid.SafeUUID.unknown)
     return profile_id
-
-
-if _merge is not None:
-    _merge.bind_ids(_NAMESPACE_BYTES, uuid.UUID, uuid.SafeUUID.unknown)

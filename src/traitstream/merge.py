@@ -31,11 +31,12 @@ from typing import Any
 
 import orjson
 
+from traitstream import native
 from traitstream.events import JSON, IdentifyEvent, Op, Operation
 
-try:
-    from traitstream import _merge
-except ImportError:  # installed without a C compiler: the Python functions below serve alone
+if native.use("traitstream.compiled._merge"):
+    from traitstream.compiled import _merge
+else:  # the Python twin serves (TRAITSTREAM_IMPL=python, or not built)
     _merge = None  # type: ignore[assignment]
 
 COMPILED = _merge is not None

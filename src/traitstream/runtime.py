@@ -3,44 +3,18 @@
 from __future__ import annotations
 
 import gc
-import importlib
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from traitstream import native
+
 GEN0_THRESHOLD = 50_000
-
-EXTENSIONS = (
-    "traitstream.avro._v1c",
-    "traitstream._merge",
-    "traitstream.worker._sizing",
-    "traitstream.dialects._checks",
-)
-"""The C extensions that setup.py builds: each mirrors Python functions of the hot paths."""
-
-
-def missing_extensions() -> list[str]:
-    """The C extensions this installation lacks or cannot load (built without a
-    compiler, or for another Python): it works without them, on their Python twins,
-    but slower. The edge and the workers log a warning at start when any is missing."""
-    missing = []
-    for name in EXTENSIONS:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    return missing
 
 
 def warn_if_not_compiled() -> None:
-    missing = missing_extensions()
-    if missing:
-        logging.getLogger(__name__).warning(
-            "running without the C extensions %s: everything works, more slowly; "
-            "reinstall where a C compiler is available",
-            ", ".join(missing),
-            extra={"missing_extensions": missing},
-        )
+    """At start: which implementation runs, with a warning when the compiled
+    modules were wanted but are missing (``native.log_choice``)."""
+    native.log_choice()
 
 
 def tune_gc() -> None:

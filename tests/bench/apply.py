@@ -83,6 +83,8 @@ class Cost:
     """This thread's CPU time per identify."""
     postgres_us: float | None
     """The database backend's CPU time per identify (None: not on this machine)."""
+    process_us: float = 0.0
+    """This process's CPU time per identify (``/proc``): the thread's and any other's."""
 
 
 def passes(identifies: int, count: int, population: int, seed: int) -> Iterator[list[bytes]]:
@@ -158,9 +160,11 @@ def measure(
         pg_before = _backend_cpu(backend)
         if callgrind:
             _callgrind("on")
+        process_before = procs.cpu_seconds(os.getpid())
         cpu_before = time.thread_time()
         batches = sum(apply(records) for records in all_passes[1:])
         cpu = time.thread_time() - cpu_before
+        process = procs.cpu_seconds(os.getpid()) - process_before
         if callgrind:
             _callgrind("off")
         pg_after = _backend_cpu(backend)
@@ -168,7 +172,13 @@ def measure(
         store.close()
     count = sum(len(records) for records in all_passes[1:])
     pg = None if pg_before is None or pg_after is None else (pg_after - pg_before) / count * 1e6
-    return Cost(count, batches, round(cpu / count * 1e6, 2), None if pg is None else round(pg, 2))
+    return Cost(
+        count,
+        batches,
+        round(cpu / count * 1e6, 2),
+        None if pg is None else round(pg, 2),
+        round(process / count * 1e6, 2),
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from tests.bench import profile, report, stats, workload
 from tests.bench.load import check_loopback
 from traitstream import exposition
-from traitstream.avro import codec, v1
+from traitstream.avro import binary, codec
 from traitstream.avro.schemas import LOCAL_SCHEMA_ID, LocalSchemas
 from traitstream.dialects import thrivestack
 from traitstream.dialects.common import Envelope, check_value
@@ -269,7 +269,7 @@ def test_profile_summary_charges_samples_to_the_innermost_known_area() -> None:
             "process 1:main;run (traitstream/worker/consumer.py:99);decode (traitstream/avro/codec.py:90) 30",
             "main;run (traitstream/worker/consumer.py:99);apply (traitstream/store/profiles.py:170);"
             "execute (psycopg/cursor.py:100) 50",
-            "main;handle (traitstream/edge/context.py:57);encode_body (traitstream/avro/v1.py:80) 15",
+            "main;handle (traitstream/edge/context.py:57);encode_body (traitstream/avro/binary.py:104) 15",
             "main;mystery (somewhere.py:1) 5",
             "malformed line",
         ]
@@ -366,10 +366,10 @@ def test_hand_written_v1_encoding_and_decoding_match_fastavro_byte_for_byte() ->
         schemaless_writer(out, schema, codec.to_record(event))
         data = out.getvalue()
         assert codec.encode(event, schema_id) == data
-        assert v1.encode_body(event, data[:5]) == data
+        assert codec.encode_reference(event, data[:5]) == data
         body = io.BytesIO(data[5:])
         reference = {k: _exact_millis(v) for k, v in schemaless_reader(body, schema, None).items()}
-        assert v1.read_record(data, 5, current) == ({"previous_id": None} | reference, len(data))
+        assert binary.read_record(data, 5, current) == ({"previous_id": None} | reference, len(data))
 
 
 def test_valid_events_round_trip_through_the_hand_written_path() -> None:

@@ -1,5 +1,5 @@
-"""The dialects' compiled checks (``dialects/_checks.c``) and ``set_operations`` in
-``_merge.c`` against the Python functions they mirror, on random values."""
+"""The dialects' compiled checks (``compiled/_checks.c``) and ``set_operations`` in
+``compiled/_merge.c`` against the Python functions they mirror, on random values."""
 
 from __future__ import annotations
 
@@ -9,22 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from traitstream import events
 from traitstream.dialects import common, thrivestack, traits
 from traitstream.errors import RequestError
 from traitstream.events import Op, Operation, set_operations, set_operations_python
 
-try:
-    from traitstream.dialects import _checks
-except ImportError:
-    _checks = None  # type: ignore[assignment]
+_checks = common._checks
+_merge = events._merge
 
-try:
-    from traitstream import _merge
-except ImportError:
-    _merge = None  # type: ignore[assignment]
-
-needs_checks = pytest.mark.skipif(_checks is None, reason="the C extension was not built")
-needs_merge = pytest.mark.skipif(_merge is None, reason="the C extension was not built")
+NOT_IN_USE = "the compiled module is not in use (TRAITSTREAM_IMPL)"
+needs_checks = pytest.mark.skipif(_checks is None, reason=NOT_IN_USE)
+needs_merge = pytest.mark.skipif(_merge is None, reason=NOT_IN_USE)
 
 # Strings that sometimes hold U+0000, in values and in keys.
 _TEXT = st.text(alphabet=st.sampled_from("ab\x00é☃𝄞"), max_size=4)

@@ -10,12 +10,13 @@ from typing import Any, TypeGuard
 
 import orjson
 
+from traitstream import native
 from traitstream.errors import InvalidRequest, LimitExceeded
 from traitstream.events import JSON
 
-try:
-    from traitstream.dialects import _checks
-except ImportError:  # installed without a C compiler: the Python functions serve alone
+if native.use("traitstream.compiled._checks"):
+    from traitstream.compiled import _checks
+else:  # the Python twin serves (TRAITSTREAM_IMPL=python, or not built)
     _checks = None  # type: ignore[assignment]
 
 MAX_BODY_BYTES = 1_000_000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from traitstream import native
 from traitstream.dialects.common import (
     MAX_DEPTH,
     MAX_ID_CHARS,
@@ -23,9 +24,9 @@ from traitstream.dialects.common import (
 from traitstream.dialects.traits import STRING, TYPED, check_typed
 from traitstream.events import JSON, IdentifyEvent, set_operations
 
-try:
-    from traitstream.dialects import _checks
-except ImportError:  # installed without a C compiler: the Python path serves alone
+if native.use("traitstream.compiled._checks"):
+    from traitstream.compiled import _checks
+else:  # the Python twin serves (TRAITSTREAM_IMPL=python, or not built)
     _checks = None  # type: ignore[assignment]
 
 DIALECT = "thrivestack"

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 
+from traitstream import native
 from traitstream.dialects.common import type_name
 from traitstream.errors import InvalidRequest
 from traitstream.events import JSON
 
-try:
-    from traitstream.dialects import _checks
-except ImportError:  # installed without a C compiler: the Python loop serves alone
+if native.use("traitstream.compiled._checks"):
+    from traitstream.compiled import _checks
+else:  # the Python twin serves (TRAITSTREAM_IMPL=python, or not built)
     _checks = None  # type: ignore[assignment]
 
 Check = Callable[[JSON, str], None]

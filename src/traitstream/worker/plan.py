@@ -48,13 +48,8 @@ from functools import lru_cache
 
 import orjson
 
-from traitstream.events import JSON, IdentifyEvent, Kind, Op, Operation, anonymous_profile_id, user_profile_id
+from traitstream.events import JSON, IdentifyEvent, Kind, Op, anonymous_profile_id, user_profile_id
 from traitstream.merge import Profile
-
-try:
-    from traitstream.worker import _sizing
-except ImportError:  # installed without a C compiler: the Python function serves alone
-    _sizing = None  # type: ignore[assignment]
 
 MAX_TRAITS_BYTES = 512 * 1024
 
@@ -420,19 +415,8 @@ _SET, _UNSET, _REMOVE, _ERASE = Op.SET, Op.UNSET, Op.REMOVE, Kind.ERASE
 _SCALARS = (int, float, bool, type(None))
 """Values whose JSON takes at most 24 characters (orjson refuses integers past 64 bits)."""
 
-if _sizing is not None:
-    _sizing.bind(_SET, _UNSET, _REMOVE, orjson.dumps, Operation)
-
 
 def loose_growth(traits: Mapping[str, JSON], event: IdentifyEvent) -> tuple[int, dict[str, JSON]]:
-    """``loose_growth_python``, in C when the extension was built (``_sizing.c``)."""
-    operations = event.operations
-    if _sizing is not None and type(traits) is dict and type(operations) is tuple:
-        return _sizing.loose_growth(traits, operations)
-    return loose_growth_python(traits, event)
-
-
-def loose_growth_python(traits: Mapping[str, JSON], event: IdentifyEvent) -> tuple[int, dict[str, JSON]]:
     """At least ``growth_bound(traits, event)``, and the values of ``traits`` that the
     event's sets replace (``growth_bound`` of them is ``growth_bound`` of ``traits``).
 

@@ -2,23 +2,23 @@
  * The v1 record's two hot functions in C: ``read_event`` (the workers, once per
  * record delivered) and ``encode_body`` (the edge, once per identify).
  *
- * They do what the Python functions of the same name in ``avro/v1.py`` do, byte for
- * byte and value for value, and that module stays the reference: it binds this one
- * at import (``bind``) and falls back to its own code whenever this one refuses.
+ * They give what the reference codec gives (``avro/binary.py`` with
+ * ``avro/record.py``'s ``from_record``), byte for byte and value for value;
+ * ``avro/fast.py`` binds this module at import (``bind``) and ``avro/codec.py``
+ * falls back to the reference whenever this one refuses.
  * Both read and write the v1 schema's first revision only (identify and erase);
- * aliases, in the current revision, are Python's alone.
+ * aliases, in the current revision, are the reference's alone.
  *
  * - ``read_event(data, start)`` returns the event of a record it can prove valid
- *   with the same cheap checks as the Python fast path, and raises ``ValueError``
- *   (the bound ``NotPlain``, or orjson's or UTF-8's own error) for anything else.
- *   It is stricter in one way only: a varint longer than 64 bits is refused here,
- *   and the full Python path decides about it.
+ *   with cheap checks, and raises ``ValueError`` (the bound ``NotPlain``, or
+ *   orjson's or UTF-8's own error) for anything else; a varint longer than 64
+ *   bits is refused here, and the reference decides about it.
  * - ``encode_body(event, header)`` returns ``header`` plus the Avro body, and raises
  *   for anything but an ordinary event (a non-str id, an int past 64 bits, an
  *   unknown kind or operation); the Python encoder then decides what happens.
  *
- * tests/unit/test_codec.py runs both directions against the Python code on random
- * and corrupted records.
+ * tests/unit/test_codec.py runs both directions against the reference on random
+ * and corrupted records, and tests/fuzz under AddressSanitizer.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,8 +27,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../_named_tuple.h"
-#include "../_shared_names.h"
+#include "_named_tuple.h"
+#include "_shared_names.h"
 
 /* The Python side, set once by bind(). */
 static PyObject *EventType;     /* traitstream.events.IdentifyEvent */
@@ -42,7 +42,7 @@ static PyObject *Dumps;         /* orjson.dumps */
 static PyObject *NotPlain;      /* the exception for "the Python code decides" */
 static Py_ssize_t MaxIdChars;
 
-/* Enum indexes of the v1 schema (avro/v1.py's _KINDS and _OPS). */
+/* Enum indexes of the v1 schema (avro/binary.py's KINDS and OPS). */
 #define KIND_IDENTIFY 0
 #define KIND_ERASE 1
 #define OP_UNSET 2
@@ -407,7 +407,7 @@ static PyObject *
 read_event(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (EventType == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "traitstream.avro._v1c: bind() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "traitstream.compiled._v1c: bind() was not called");
         return NULL;
     }
     if (nargs != 2) {
@@ -790,7 +790,7 @@ static PyObject *
 encode_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (EventType == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "traitstream.avro._v1c: bind() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "traitstream.compiled._v1c: bind() was not called");
         return NULL;
     }
     if (nargs != 2 || !PyObject_TypeCheck(args[0], (PyTypeObject *)EventType) ||
@@ -853,7 +853,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "traitstream.avro._v1c", "The v1 record's hot paths in C (see avro/v1.py).", -1,
+    PyModuleDef_HEAD_INIT, "traitstream.compiled._v1c", "The v1 record's hot paths in C (see avro/fast.py).", -1,
     methods,
 };
 

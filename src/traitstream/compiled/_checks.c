@@ -469,7 +469,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "traitstream.dialects._checks",
+    PyModuleDef_HEAD_INIT, "traitstream.compiled._checks",
     "The dialects' per-identify loops in C (see dialects/common.py and dialects/traits.py).", -1, methods,
 };
 

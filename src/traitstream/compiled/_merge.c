@@ -18,11 +18,10 @@
  *
  * - ``set_operations(pairs)``: ``events.set_operations``, a ``set`` Operation for
  *   each (name, value) of an identify's traits (the edge, once per identify).
- * - ``profile_id(kind, workspace_id, id)``: the profiles' UUIDv5 ids (see below).
  *
- * ``events.py`` binds ``Op.SET``, ``Operation`` and the ids' namespace and class at
- * import. The Python functions stay the reference; tests/unit/test_merge.py and
- * test_events.py compare both.
+ * ``events.py`` binds ``Op.SET`` and ``Operation`` at import. The Python functions
+ * stay the reference; tests/unit/test_merge.py compares both, and tests/fuzz feeds
+ * both the same inputs under AddressSanitizer.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,7 +29,6 @@
 #include <string.h>
 
 #include "_named_tuple.h"
-#include "_sha1.h"
 #include "_shared_names.h"
 
 /* The profile's attribute names, made once at import: the ``...String`` lookups
@@ -528,7 +526,7 @@ static PyObject *
 apply_operations(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (Set == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "traitstream._merge: bind() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "traitstream.compiled._merge: bind() was not called");
         return NULL;
     }
     if (nargs != 4 || !PyTuple_Check(args[1])) {
@@ -578,7 +576,7 @@ static PyObject *
 set_operations(PyObject *module, PyObject *pairs)
 {
     if (Set == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "traitstream._merge: bind() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "traitstream.compiled._merge: bind() was not called");
         return NULL;
     }
     PyObject *iterator = PyObject_GetIter(pairs);
@@ -939,93 +937,6 @@ end:
     return text;
 }
 
-/* ---------------------------------------------------------------------------------- */
-/* profile_id(kind, workspace, id): ``events.user_profile_id`` and
- * ``anonymous_profile_id``, the UUIDv5 of "workspace\x1fkind\x1fid" in the profile
- * namespace. The workers take one per identify; in Python, OpenSSL's setup of each
- * SHA-1 cost more than the hash, so the hash is ours (_sha1.h). */
-
-static PyObject *Namespace;   /* PROFILE_NAMESPACE.bytes */
-static PyTypeObject *UuidType; /* uuid.UUID */
-static PyObject *SafeUnknown; /* uuid.SafeUUID.unknown */
-static PyObject *AttrInt, *AttrIsSafe, *NoArgs;
-
-static PyObject *
-profile_id(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (UuidType == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "traitstream._merge: bind_ids() was not called");
-        return NULL;
-    }
-    if (nargs != 3 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "profile_id(kind: str, workspace_id: str, id: str)");
-        return NULL;
-    }
-    Py_ssize_t sizes[3];
-    const char *parts[3];
-    for (int i = 0; i < 3; i++) {
-        if ((parts[i] = PyUnicode_AsUTF8AndSize(args[i], &sizes[i])) == NULL) {
-            return NULL; /* a lone surrogate: str.encode() refuses it too */
-        }
-    }
-    /* namespace, workspace, \x1f, kind, \x1f, id */
-    size_t size = (size_t)PyBytes_GET_SIZE(Namespace) + (size_t)sizes[1] + (size_t)sizes[0] + (size_t)sizes[2] + 2;
-    unsigned char small[512];
-    unsigned char *name = size <= sizeof small ? small : PyMem_Malloc(size);
-    if (name == NULL) {
-        return PyErr_NoMemory();
-    }
-    unsigned char *at = name;
-    memcpy(at, PyBytes_AS_STRING(Namespace), (size_t)PyBytes_GET_SIZE(Namespace));
-    at += PyBytes_GET_SIZE(Namespace);
-    memcpy(at, parts[1], (size_t)sizes[1]);
-    at += sizes[1];
-    *at++ = 0x1f;
-    memcpy(at, parts[0], (size_t)sizes[0]);
-    at += sizes[0];
-    *at++ = 0x1f;
-    memcpy(at, parts[2], (size_t)sizes[2]);
-    unsigned char digest[16];
-    sha1_16(name, size, digest);
-    if (name != small) {
-        PyMem_Free(name);
-    }
-    digest[6] = (unsigned char)((digest[6] & 0x0F) | 0x50); /* version 5 */
-    digest[8] = (unsigned char)((digest[8] & 0x3F) | 0x80); /* the RFC 4122 variant */
-    PyObject *value = _PyLong_FromByteArray(digest, 16, 0, 0);
-    if (value == NULL) {
-        return NULL;
-    }
-    /* object.__new__(UUID) and object.__setattr__, as events._uuid5 does: UUID's
-     * own __setattr__ refuses every write. */
-    PyObject *uuid = PyBaseObject_Type.tp_new(UuidType, NoArgs, NULL);
-    if (uuid == NULL || PyObject_GenericSetAttr(uuid, AttrInt, value) < 0 ||
-        PyObject_GenericSetAttr(uuid, AttrIsSafe, SafeUnknown) < 0) {
-        Py_XDECREF(uuid);
-        uuid = NULL;
-    }
-    Py_DECREF(value);
-    return uuid;
-}
-
-static PyObject *
-bind_ids(PyObject *module, PyObject *args)
-{
-    PyObject *namespace, *type, *unknown;
-    if (!PyArg_ParseTuple(args, "SO!O", &namespace, &PyType_Type, &type, &unknown)) {
-        return NULL;
-    }
-    if ((AttrInt == NULL && (AttrInt = PyUnicode_InternFromString("int")) == NULL) ||
-        (AttrIsSafe == NULL && (AttrIsSafe = PyUnicode_InternFromString("is_safe")) == NULL) ||
-        (NoArgs == NULL && (NoArgs = PyTuple_New(0)) == NULL)) {
-        return NULL;
-    }
-    Py_XSETREF(Namespace, Py_NewRef(namespace));
-    Py_XSETREF(UuidType, (PyTypeObject *)Py_NewRef(type));
-    Py_XSETREF(SafeUnknown, Py_NewRef(unknown));
-    Py_RETURN_NONE;
-}
-
 static PyObject *
 bind(PyObject *module, PyObject *args)
 {
@@ -1040,9 +951,6 @@ bind(PyObject *module, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"bind", bind, METH_VARARGS, "bind(Op.SET, Operation)"},
-    {"bind_ids", bind_ids, METH_VARARGS, "bind_ids(PROFILE_NAMESPACE.bytes, uuid.UUID, uuid.SafeUUID.unknown)"},
-    {"profile_id", (PyCFunction)(void (*)(void))profile_id, METH_FASTCALL,
-     "profile_id(kind, workspace_id, id): the UUIDv5 of workspace\\x1fkind\\x1fid in the profile namespace."},
     {"apply_operations", (PyCFunction)(void (*)(void))apply_operations, METH_FASTCALL,
      "apply_operations(profile, operations, time, id): Profile.apply_event's loop."},
     {"set_operations", set_operations, METH_O, "set_operations(pairs): events.set_operations."},
@@ -1054,7 +962,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "traitstream._merge", "The merge's per-trait loops in C (see merge.py).",
+    PyModuleDef_HEAD_INIT, "traitstream.compiled._merge", "The merge's per-trait loops in C (see merge.py).",
     -1, methods,
 };
 
