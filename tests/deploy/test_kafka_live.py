@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from tests.deploy.kafka_manifests import (
@@ -156,14 +156,18 @@ def topics(cluster: LocalKafka) -> dict[str, dict]:
     ]
     for future in admin.create_topics(new, operation_timeout=30).values():
         future.result()
-    # Created means the controller has them; wait until the brokers' metadata does too.
+    # Created means the controller has them; wait until the brokers' metadata does
+    # too, with every replica caught up.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         metadata = admin.list_topics(timeout=10).topics
         if all(
             name in metadata
             and len(metadata[name].partitions) == t["partitions"]
-            and all(p.leader >= 0 for p in metadata[name].partitions.values())
+            and all(
+                p.leader >= 0 and len(p.isrs) == t["replication_factor"]
+                for p in metadata[name].partitions.values()
+            )
             for name, t in wanted.items()
         ):
             break
@@ -172,9 +176,21 @@ def topics(cluster: LocalKafka) -> dict[str, dict]:
 
 
 def topic_config(admin: AdminClient, topic: str) -> dict[str, str]:
+    """The topic's configuration. The broker asked may not have heard of a topic
+    created a moment ago (each node learns it from the metadata log in its own
+    time): it is asked again until it has, for up to 30 s."""
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    entries = admin.describe_configs([resource])[resource].result()
-    return {name: entry.value for name, entry in entries.items()}
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            entries = admin.describe_configs([resource])[resource].result()
+            return {name: entry.value for name, entry in entries.items()}
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            unknown = isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def test_brokers_run_the_deploy_settings(cluster: LocalKafka) -> None:
