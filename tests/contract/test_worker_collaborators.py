@@ -35,8 +35,8 @@ from traitstream.worker.memory import (
     InMemoryDeduper,
     InMemoryProfileStore,
 )
-from traitstream.worker.plan import MAX_TRAITS_BYTES
 from traitstream.worker.records import DeadLetter, Positioned
+from traitstream.worker.sizing import MAX_TRAITS_BYTES
 
 BACKENDS = ["memory", pytest.param("real", marks=pytest.mark.integration)]
 WS = "ws-contract"

@@ -11,17 +11,15 @@ from hypothesis import strategies as st
 
 from traitstream.events import IdentifyEvent, Kind, Op, Operation, anonymous_profile_id, user_profile_id
 from traitstream.merge import Profile
-from traitstream.worker import plan as plan_module
 from traitstream.worker.plan import (
     AnonKey,
     StoredProfile,
     UserKey,
-    growth_bound,
     lock_names,
-    loose_growth,
     plan_batch,
     rows_to_load,
 )
+from traitstream.worker.sizing import growth_bound, loose_growth
 
 WS = "ws"
 NOW = 1_000
@@ -213,7 +211,7 @@ def test_the_exact_bound_covers_what_an_add_stores(start: float, amount: float) 
     profile = Profile(traits={"n": start})
     event = IdentifyEvent(WS, "u1", "test", 1, 1, "r1", operations=(Operation(Op.ADD, "n", amount),))
     before = len(orjson.dumps(profile.traits))
-    bound = plan_module.growth_bound(profile.traits, event)
+    bound = growth_bound(profile.traits, event)
     profile.apply_event(event)
     assert len(orjson.dumps(profile.traits)) - before <= bound
 

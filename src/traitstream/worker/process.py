@@ -29,9 +29,9 @@ from traitstream.metrics import WorkerMetrics, observe_many
 from traitstream.worker.batch import Split, next_offsets, split
 from traitstream.worker.dedupe import claim_key
 from traitstream.worker.interfaces import BatchConsumer, DeadLetterSink, Deduper, Message, ProfileWriter
-from traitstream.worker.plan import MAX_TRAITS_BYTES
 from traitstream.worker.records import ApplyResult, DeadLetter, Positioned, RejectHandler
 from traitstream.worker.retry import Retry
+from traitstream.worker.sizing import MAX_TRAITS_BYTES
 
 log = logging.getLogger(__name__)
 
