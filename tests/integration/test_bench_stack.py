@@ -32,7 +32,9 @@ def test_rotation_moves_to_a_fresh_topic_and_deletes_the_old(
         stack.rotate_topic()
 
         assert stack.topic != old_topic
-        assert {stack.topic, f"{stack.topic}.dlq"} <= _topics(stack.bootstrap)
+        # Created is the controller's word; a broker's metadata follows a moment later.
+        new = {stack.topic, f"{stack.topic}.dlq"}
+        wait_until(lambda: new <= _topics(stack.bootstrap), 15, "the new topics in the metadata")
         wait_until(lambda: old_topic not in _topics(stack.bootstrap), 15, "the old topic to be deleted")
     finally:
         stack.close()
