@@ -5,9 +5,12 @@ one worker process: one with ``TRAITSTREAM_CHANGES=on``, one with ``off``. Each 
 publishes the same number of identifies straight onto each topic (every identify sets
 a few traits of one of ``--users`` profiles, with new values), waits until the
 worker has applied them all (and, with the stream on, until the outbox is empty:
-the relay's work counts too), and reads the worker's CPU time (utime + stime of the
-process, all threads) over the round. Rounds alternate between the two, and the
-medians of CPU per applied identify are reported with the records published.
+the relay's work counts too), and reads the CPU time (utime + stime) over the round
+of the worker process (all threads), of its database's PostgreSQL server processes
+(the batches' connection and the relay's; autovacuum is left out) and of the broker
+(receiving the identifies too, alike for both).
+Rounds alternate between the two, and the medians of CPU per applied identify are
+reported with the records published.
 """
 
 from __future__ import annotations
@@ -89,18 +92,41 @@ def outbox_empty(stack: Stack) -> bool:
         return False
 
 
-def one_round(stack: Stack, stream_on: bool, count: int, users: int, number: int) -> float:
-    """CPU seconds of the worker per applied identify over one round."""
+def backends(stack: Stack) -> list[int]:
+    """The PostgreSQL server processes of the pipeline's database (its worker's
+    connections: the batches' and the relay's)."""
+    with psycopg.connect(stack.database_url, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def one_round(
+    stack: Stack, broker: list[int], stream_on: bool, count: int, users: int, number: int
+) -> dict[str, float]:
+    """CPU seconds per applied identify over one round: the worker's, its PostgreSQL
+    server processes', and the broker's."""
     worker = stack.workers[0]
     assert worker.process is not None
     target = wait_until(lambda: (n := applied(stack)) >= 0 and n + 1, 60, "the database") - 1 + count
-    before = cpu_seconds(worker.process.pid)
+    server = backends(stack)
+
+    def used() -> dict[str, float]:
+        return {
+            "worker": cpu_seconds(worker.process.pid),  # type: ignore[union-attr]
+            "postgres": sum(cpu_seconds(p) for p in server),
+            "broker": sum(cpu_seconds(p) for p in broker),
+        }
+
+    before = used()
     publish(stack, count, users, number)
     wait_until(lambda: applied(stack) >= target, 300, "the worker to apply the round", every=0.2)
     if stream_on:
         wait_until(lambda: outbox_empty(stack), 120, "the outbox to empty", every=0.2)
     time.sleep(0.5)  # the metrics and lag probes of the round's end
-    return (cpu_seconds(worker.process.pid) - before) / count
+    after = used()
+    return {k: (after[k] - before[k]) / count for k in before}
 
 
 def main(argv: list[str]) -> int:
@@ -110,7 +136,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     broker = Broker()
-    results: dict[str, list[float]] = {"on": [], "off": []}
+    results: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
     published = 0
     try:
         with contextlib.ExitStack() as stacks:
@@ -124,27 +150,33 @@ def main(argv: list[str]) -> int:
                 worker = stack.workers[0]
                 wait_until(worker.owned_partitions, 60, "the worker's partitions")
                 pipelines[mode] = stack
+            brokers = broker.cluster.pids if broker.cluster is not None else []
             # A first round each, unmeasured: profiles created, caches and connections warm.
             for mode, stack in pipelines.items():
-                one_round(stack, mode == "on", args.identifies, args.users, 0)
+                one_round(stack, brokers, mode == "on", args.identifies, args.users, 0)
             for number in range(1, args.rounds + 1):
                 for mode in ("on", "off") if number % 2 else ("off", "on"):
                     results[mode].append(
-                        one_round(pipelines[mode], mode == "on", args.identifies, args.users, number)
+                        one_round(pipelines[mode], brokers, mode == "on", args.identifies, args.users, number)
                     )
             with psycopg.connect(pipelines["on"].database_url) as conn:
                 row = conn.execute("SELECT coalesce(sum(version), 0) FROM profile_versions").fetchone()
                 published = int(row[0]) if row else 0
     finally:
         broker.stop()
-    on, off = statistics.median(results["on"]), statistics.median(results["off"])
+
+    def median_us(mode: str, group: str) -> float:
+        return round(statistics.median(r[group] for r in results[mode]) * 1e6, 1)
+
+    groups = ("worker", "postgres", "broker")
     report = {
         "identifies_per_round": args.identifies,
         "users": args.users,
         "rounds": args.rounds,
-        "worker_cpu_us_per_identify": {"on": round(on * 1e6, 1), "off": round(off * 1e6, 1)},
-        "rounds_us": {m: [round(v * 1e6, 1) for v in r] for m, r in results.items()},
-        "overhead": f"{(on / off - 1) * 100:.1f}%",
+        "cpu_us_per_identify": {m: {g: median_us(m, g) for g in groups} for m in ("on", "off")},
+        "rounds_us": {
+            m: [{g: round(r[g] * 1e6, 1) for g in groups} for r in rs] for m, rs in results.items()
+        },
         "change_records_published": published,
     }
     print(json.dumps(report, indent=2))

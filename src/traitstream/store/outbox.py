@@ -27,10 +27,11 @@ LEASE_CLASS = 0x7472_6300
 
 # Versions come from ``profile_versions`` under its row lock, taken after the batch's
 # locks on the profiles: two batches that change one profile take their versions one
-# after the other, and the second one's outbox rows get the larger ids. The rows are
-# inserted in the order of the entries (``n``), so one profile's rows are in version
-# order, its tombstone after its erase record. The columns travel as arrays in
-# binary (psycopg escapes each element of a text-format array with a regular expression).
+# after the other, and the second one's outbox rows get the larger ids. A batch writes
+# one row per shard holding that shard's records as parallel arrays, in the order of
+# the entries (``n``), so one profile's records are in version order within the row,
+# its tombstone after its erase record. The columns travel as arrays in binary
+# (psycopg escapes each element of a text-format array with a regular expression).
 _RECORD = """
 WITH e AS (
     SELECT * FROM unnest(%b::uuid[], %b::text[], %b::int[], %b::int[], %b::text[], %b::bytea[])
@@ -40,12 +41,15 @@ WITH e AS (
     SELECT profile_id, max(step) FROM e GROUP BY profile_id
     ON CONFLICT (profile_id) DO UPDATE SET version = v.version + EXCLUDED.version
     RETURNING profile_id, version
+), numbered AS (
+    SELECT e.n, e.shard, e.profile_id, e.workspace_id, e.kind, e.body,
+           b.version - max(e.step) OVER (PARTITION BY e.profile_id) + e.step AS version
+    FROM e JOIN bumped AS b USING (profile_id)
 )
-INSERT INTO change_outbox (shard, profile_id, workspace_id, version, kind, body)
-SELECT e.shard, e.profile_id, e.workspace_id,
-       b.version - max(e.step) OVER (PARTITION BY e.profile_id) + e.step, e.kind, e.body
-FROM e JOIN bumped AS b USING (profile_id)
-ORDER BY e.n
+INSERT INTO change_outbox (shard, profile_ids, workspace_ids, versions, kinds, bodies)
+SELECT shard, array_agg(profile_id ORDER BY n), array_agg(workspace_id ORDER BY n),
+       array_agg(version ORDER BY n), array_agg(kind ORDER BY n), array_agg(body ORDER BY n)
+FROM numbered GROUP BY shard
 """
 
 
@@ -68,12 +72,13 @@ def record_changes(conn: psycopg.Connection[Any], entries: Sequence[OutboxEntry]
 _TAKE = "SELECT s FROM unnest(%s::int[]) AS s WHERE pg_try_advisory_lock(%s, s)"
 _RELEASE = "SELECT pg_advisory_unlock(%s, s) FROM unnest(%s::int[]) AS s"
 _PENDING = """
-SELECT id, profile_id, workspace_id, version, kind, body FROM change_outbox
+SELECT id, profile_ids, workspace_ids, versions, kinds, bodies FROM change_outbox
 WHERE shard = ANY(%s) ORDER BY id LIMIT %s
 """
 _DELETE = "DELETE FROM change_outbox WHERE id = ANY(%s)"
 _BACKLOG = """
-SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+SELECT coalesce(sum(cardinality(versions)), 0),
+       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
 FROM change_outbox WHERE shard = ANY(%s)
 """
 
@@ -97,9 +102,9 @@ class Outbox(ChangeOutbox):
             self._conn = None
         self.held.clear()
 
-    def _run(self, query: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _run(self, query: str, args: Sequence[Any], *, binary: bool = False) -> list[tuple[Any, ...]]:
         try:
-            cursor = self._connection().execute(query, args)
+            cursor = self._connection().execute(query, args, binary=binary)
             return cursor.fetchall() if cursor.description is not None else []
         except psycopg.Error as exc:
             self.close()
@@ -119,18 +124,22 @@ class Outbox(ChangeOutbox):
         return set(self.held)
 
     def pending(self, limit: int) -> list[Pending]:
-        """The oldest rows of the held shards, in the order they must be published."""
+        """The records of the oldest ``limit`` rows of the held shards, in the order
+        they must be published; a row's records share its id."""
         if not self.held:
             return []
-        rows = self._run(_PENDING, (sorted(self.held), limit))
-        return [Pending(*row) for row in rows]
+        # In binary: the bodies arrive as they are stored, not as hex text to decode.
+        rows = self._run(_PENDING, (sorted(self.held), limit), binary=True)
+        return [
+            Pending(row_id, *record) for row_id, *columns in rows for record in zip(*columns, strict=True)
+        ]
 
     def delete(self, ids: Sequence[int]) -> None:
         if ids:
-            self._run(_DELETE, (list(ids),))
+            self._run(_DELETE, (sorted(set(ids)),))
 
     def backlog(self) -> tuple[int, float]:
-        """Rows waiting in the held shards, and the age in seconds of the oldest."""
+        """Records waiting in the held shards, and the age in seconds of the oldest."""
         if not self.held:
             return 0, 0.0
         rows = self._run(_BACKLOG, (sorted(self.held),))

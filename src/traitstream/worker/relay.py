@@ -9,14 +9,18 @@ spreads the work over the workers; the lease alone makes it safe: two relays nev
 publish one shard at the same time, across rebalances, frozen workers and crashes
 (a dead relay's session, and its leases, end with it).
 
-One round: take the leases, read the oldest rows of the held shards in outbox
-order (which is version order per profile), produce them with the idempotent
-producer (``acks=all``; order kept per partition, and every row of a profile goes
-to one partition by its key), wait for the acknowledgements, and delete the rows
-acknowledged before the first one that was not (a round whose flush times out
-deletes nothing). What was not acknowledged is
-published again next round, from the same stored payload: the same content, maybe
-twice, never different (consumers dedupe by ``(profile_id, version)``).
+An outbox row holds one batch's records of one shard, in the order the batch made
+them. One round: take the leases, read the oldest rows of the held shards in
+outbox order (which, record by record, is version order per profile), produce
+their records with the idempotent producer (``acks=all``; order kept per
+partition, and every record of a profile goes to one partition by its key), wait
+for the acknowledgements, and delete the rows all of whose records were
+acknowledged, up to the first row with one that was not (a round whose flush times
+out deletes nothing). What was not acknowledged is published again next round,
+from the same stored payload: the same content, maybe twice, never different
+(consumers dedupe by ``(profile_id, version)``). Between rounds the relay waits a
+little (``gather_s``) so that the records of several batches share a produce
+request.
 """
 
 from __future__ import annotations
@@ -45,9 +49,10 @@ _BACKLOG_EVERY_S = 2.0
 
 
 class Pending(NamedTuple):
-    """An outbox row waiting to be published."""
+    """A change record waiting in the outbox to be published."""
 
     id: int
+    """Its outbox row's: a row holds one batch's records of one shard."""
     profile_id: uuid.UUID
     workspace_id: str
     version: int
@@ -74,13 +79,16 @@ class ChangeOutbox(Protocol):
         ...
 
     def pending(self, limit: int) -> list[Pending]:
-        """The oldest rows of the held shards, in the order they must be published."""
+        """The records of the oldest ``limit`` rows of the held shards, in the order
+        they must be published."""
         ...
 
-    def delete(self, ids: Sequence[int]) -> None: ...
+    def delete(self, ids: Sequence[int]) -> None:
+        """Delete these outbox rows (a row's id may be repeated)."""
+        ...
 
     def backlog(self) -> tuple[int, float]:
-        """Rows waiting in the held shards, and the age in seconds of the oldest."""
+        """Records waiting in the held shards, and the age in seconds of the oldest."""
         ...
 
     def close(self) -> None:
@@ -120,7 +128,7 @@ class ChangeRelay:
         *,
         every_s: float = 0.2,
         gather_s: float = 0.25,
-        rows_per_round: int = 5000,
+        rows_per_round: int = 500,
         flush_timeout_s: float = 30.0,
     ) -> None:
         self._outbox = outbox
@@ -223,7 +231,7 @@ class ChangeRelay:
         return len(topic.partitions)
 
     def relay_once(self) -> int:
-        """One round; returns how many rows it read (and tried to publish)."""
+        """One round; returns how many outbox rows it read (and tried to publish)."""
         self._outbox.lease(self._wanted())
         self._metrics.changes_relay_shards.set(len(self._outbox.held))
         rows = self._outbox.pending(self._rows_per_round)
@@ -237,7 +245,7 @@ class ChangeRelay:
             count, age = self._outbox.backlog()
             self._metrics.changes_outbox_backlog.set(count)
             self._metrics.changes_relay_lag_seconds.set(age)
-        return len(rows)
+        return len({row.id for row in rows})
 
     def _publish(self, rows: list[Pending]) -> None:
         schema_id = self._schemas.writer_id
