@@ -127,7 +127,7 @@ class ChangeRelay:
         metrics: WorkerMetrics,
         *,
         every_s: float = 0.2,
-        gather_s: float = 0.25,
+        gather_s: float = 1.0,
         rows_per_round: int = 500,
         flush_timeout_s: float = 30.0,
     ) -> None:
