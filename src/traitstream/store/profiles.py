@@ -389,19 +389,11 @@ def _follow_moves(conn: psycopg.Connection[Any], plan: BatchPlan) -> None:
     the plan does not set itself, pointing at the profile each finally merged into
     (when that one is written; an erased one takes them along)."""
     merged = sorted(plan.moves, key=_uuid_int)
-
-    def final(profile_id: uuid.UUID) -> uuid.UUID | None:
-        seen = set()
-        while profile_id in plan.moves and profile_id not in seen:
-            seen.add(profile_id)
-            profile_id = plan.moves[profile_id]
-        return profile_id if profile_id in plan.upserts else None
-
     for workspace_id, anonymous_id, profile_id in conn.execute(_SELECT_MOVED_LINKS, (merged,)).fetchall():
-        target = final(profile_id)
+        target = plan.final_owner(profile_id)
         if target is not None:
             plan.links.setdefault((workspace_id, anonymous_id), target)
     for workspace_id, user_id, profile_id in conn.execute(_SELECT_MOVED_ALIASES, (merged,)).fetchall():
-        target = final(profile_id)
+        target = plan.final_owner(profile_id)
         if target is not None:
             plan.aliases.setdefault((workspace_id, user_id), target)

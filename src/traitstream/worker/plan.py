@@ -96,6 +96,15 @@ class BatchPlan:
     merged: dict[uuid.UUID, list[uuid.UUID]] = field(default_factory=dict)
     """For a profile written, the profiles merged into it."""
 
+    def final_owner(self, profile_id: uuid.UUID) -> uuid.UUID | None:
+        """The profile that ``profile_id`` finally merged into, following ``moves``
+        (a profile merged into one that merged on); None unless that one is written."""
+        seen = set()
+        while profile_id in self.moves and profile_id not in seen:
+            seen.add(profile_id)
+            profile_id = self.moves[profile_id]
+        return profile_id if profile_id in self.upserts else None
+
 
 def anon_keys(events: Iterable[IdentifyEvent]) -> set[AnonKey]:
     """The anonymous ids a batch may read: every event's, and every alias's previous id."""

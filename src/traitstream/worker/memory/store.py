@@ -162,16 +162,9 @@ class InMemoryProfileStore(ProfileWriter):
         """``store.profiles._follow_moves``: the stored links and aliases of the profiles
         merged away follow them, unless the plan sets them itself."""
 
-        def final(profile_id: uuid.UUID) -> uuid.UUID | None:
-            seen = set()
-            while profile_id in plan.moves and profile_id not in seen:
-                seen.add(profile_id)
-                profile_id = plan.moves[profile_id]
-            return profile_id if profile_id in plan.upserts else None
-
         for table, planned in ((self._links, plan.links), (self._aliases, plan.aliases)):
             for key, profile_id in table.items():
-                target = final(profile_id) if profile_id in plan.moves else None
+                target = plan.final_owner(profile_id) if profile_id in plan.moves else None
                 if target is not None:
                     planned.setdefault(key, target)
 
