@@ -1,7 +1,7 @@
 """Settings, from ``TRAITSTREAM_*`` environment variables or the matching CLI flags.
 
-One class per process, built in ``cli.main`` and passed down; nothing here
-connects to anything.
+One class per process, built by its command (``traitstream.commands``) and passed
+down; nothing here connects to anything.
 """
 
 from __future__ import annotations

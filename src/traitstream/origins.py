@@ -22,11 +22,13 @@ class AllowedOrigins:
         items = [item.strip().rstrip("/") for item in text.split(",") if item.strip()]
         if not items:
             raise ValueError("the CORS origins are empty; give * (any) or a comma-separated list")
-        if "*" in items:
+        if items == ["*"]:
             return cls(True, frozenset())
+        if "*" in items:
+            raise ValueError("the CORS origins mix * with a list; give * alone, or only the list")
         for item in items:
             scheme, sep, host = item.partition("://")
-            if not sep or not scheme or not host or "/" in host:
+            if not sep or not scheme or not host or any(c in host for c in "/?#"):
                 raise ValueError(
                     f"the CORS origin {item!r} is not an origin; write it as scheme://host[:port]"
                 )
@@ -36,6 +38,15 @@ class AllowedOrigins:
         return self.any or _normal(origin) in self.origins
 
 
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
 def _normal(origin: str) -> str:
-    """Origins compare without case and without a trailing slash."""
-    return origin.strip().rstrip("/").lower()
+    """Origins compare without case, without a trailing slash, and without their
+    scheme's default port (a browser never sends ``https://x.com:443``)."""
+    text = origin.strip().rstrip("/").lower()
+    scheme = text.partition("://")[0]
+    default = _DEFAULT_PORTS.get(scheme)
+    if default is not None and text.endswith(default):
+        text = text[: -len(default)]
+    return text

@@ -150,9 +150,19 @@ def test_allowed_origins_setting() -> None:
     listed = AllowedOrigins.parse("https://a.example,http://127.0.0.1:3000")
     assert listed.allows("http://127.0.0.1:3000") and not listed.allows("http://127.0.0.1:3001")
     assert not listed.allows("null")
-    for bad in ("", " , ", "a.example", "https://a.example/path"):
+    for bad in (
+        "",
+        " , ",
+        "a.example",
+        "https://a.example/path",
+        "https://a.example?q",
+        "https://a.example,*",
+    ):
         with pytest.raises(ValueError, match="CORS origin"):
             AllowedOrigins.parse(bad)
+    default_port = AllowedOrigins.parse("https://shop.example:443,http://web.example:80")
+    assert default_port.allows("https://shop.example") and default_port.allows("http://web.example")
+    assert not default_port.allows("https://shop.example:8443")
     assert "AnonymousId" in ALLOW_HEADERS
     with pytest.raises(ValidationError, match="cors_origins"):
         EdgeSettings(cors_origins="shop.example.com")

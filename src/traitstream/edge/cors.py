@@ -14,7 +14,9 @@ headers). For such a request:
 
 The origin is echoed rather than answered with ``*``: ``sendBeacon`` and
 ``fetch(…, {keepalive: true})`` send credentials, and a browser accepts no wildcard
-for those. Every other route (profiles, operations) never carries CORS headers.
+for those. Allowing credentials grants a page nothing here: the ingestion routes
+authenticate by write key alone and set or read no cookie. Every other route
+(profiles, operations) never carries CORS headers.
 """
 
 from __future__ import annotations

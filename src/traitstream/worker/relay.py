@@ -178,6 +178,11 @@ class ChangeRelay:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                # Still in a round (a database or broker that does not answer): its
+                # connection and producer stay its own; the process is ending anyway.
+                log.warning("change relay: the round under way did not finish in %.0fs", timeout_s)
+                return
         self._producer.flush(min(timeout_s, 5.0))
         self._outbox.close()
 
@@ -232,6 +237,11 @@ class ChangeRelay:
 
     def relay_once(self) -> int:
         """One round; returns how many outbox rows it read (and tried to publish)."""
+        if self._producer.flush(self._flush_timeout_s):
+            # A round whose flush timed out left records in flight. Until they are
+            # settled no lease may change hands: a new owner would publish those
+            # versions again, and the late copies could land after its later ones.
+            raise TransientError(f"records for {self._topic} still unacknowledged", source="kafka")
         self._outbox.lease(self._wanted())
         self._metrics.changes_relay_shards.set(len(self._outbox.held))
         rows = self._outbox.pending(self._rows_per_round)

@@ -10,18 +10,24 @@ CREATE TABLE profile_versions (
 );
 
 -- Change records written in the transaction that applied them, until the broker has
--- acknowledged them. `body` is the Avro record but its last field, the version
--- (avro/changes.py); null is a tombstone for the key. Relayed in `id` order per shard
--- (profile_id modulo 64), one relay per shard at a time (an advisory lock), so a
--- profile's versions reach the topic in order.
+-- acknowledged them: one row per batch and shard (profile_id modulo 64), so that a
+-- batch costs the outbox a few dozen rows, index entries and deletes rather than one
+-- of each per changed profile. The arrays are parallel: element i of each is one
+-- change record, in the order the batch made them. `bodies` holds the Avro record
+-- but its last field, the version (avro/changes.py); a null element is a tombstone
+-- for the key. Relayed in `id` order per shard, one relay per shard at a time (an
+-- advisory lock), so a profile's versions reach the topic in order.
 CREATE TABLE change_outbox (
-    id           bigserial   PRIMARY KEY,
-    shard        int         NOT NULL,
-    profile_id   uuid        NOT NULL,
-    workspace_id text        NOT NULL,
-    version      bigint      NOT NULL,
-    kind         text        NOT NULL,
-    body         bytea,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    id            bigserial   PRIMARY KEY,
+    shard         int         NOT NULL,
+    profile_ids   uuid[]      NOT NULL,
+    workspace_ids text[]      NOT NULL,
+    versions      bigint[]    NOT NULL,
+    kinds         text[]      NOT NULL,
+    bodies        bytea[]     NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
 );
+-- Stored out of line without compression: the records are small Avro, and
+-- compressing them costs the server more than it saves.
+ALTER TABLE change_outbox ALTER COLUMN bodies SET STORAGE EXTERNAL;
 CREATE INDEX change_outbox_shard ON change_outbox (shard, id);
