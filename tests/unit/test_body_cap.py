@@ -11,29 +11,13 @@ import orjson
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from tests.support.asgi import Chunks, http_scope
 from traitstream.dialects.common import MAX_BODY_BYTES
 from traitstream.edge.context import EdgeContext
 from traitstream.edge.fast_path import CappedReceive, FastPath, direct_endpoints
 from traitstream.edge.routes import segment as segment_routes
 from traitstream.errors import LimitExceeded
 from traitstream.metrics import EdgeMetrics
-
-
-class Chunks:
-    """An ASGI receive that hands out ``chunks`` and counts the calls."""
-
-    def __init__(self, *chunks: bytes) -> None:
-        self.messages: list[dict[str, Any]] = [
-            {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
-            for i, chunk in enumerate(chunks)
-        ]
-        self.calls = 0
-
-    async def __call__(self) -> dict[str, Any]:
-        self.calls += 1
-        if self.messages:
-            return self.messages.pop(0)
-        return {"type": "http.disconnect"}
 
 
 def scope(content_length: int | None = None) -> dict[str, Any]:
@@ -95,18 +79,7 @@ def call(app: FastPath, method: str, path: str, body: bytes = b"{}") -> list[dic
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    request_scope = scope(len(body)) | {
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 1),
-        "asgi": {"version": "3.0"},
-    }
+    request_scope = http_scope(method, path, scope(len(body))["headers"])
     asyncio.run(app(request_scope, Chunks(body), send))
     return sent
 

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 from starlette.types import ASGIApp
 
+from tests.support.asgi import Chunks, http_scope
 from traitstream.config import EdgeSettings
 from traitstream.edge.app import create_app
 from traitstream.edge.cors import ALLOW_HEADERS
@@ -43,30 +44,13 @@ def call(
     edge: ASGIApp, method: str, path: str, headers: dict[str, str], body: bytes = b""
 ) -> tuple[int, dict[str, str], bytes]:
     sent: list[dict[str, Any]] = []
-    chunks = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> dict[str, Any]:
-        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 1),
-        "asgi": {"version": "3.0"},
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        + [(b"content-length", str(len(body)).encode())],
-    }
-    asyncio.run(edge(scope, receive, send))
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    scope = http_scope(method, path, [*raw, (b"content-length", str(len(body)).encode())])
+    asyncio.run(edge(scope, Chunks(body), send))
     start = sent[0]
     answer = {k.decode(): v.decode() for k, v in start["headers"]}
     return start["status"], answer, b"".join(m.get("body", b"") for m in sent[1:])
